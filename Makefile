@@ -1,0 +1,47 @@
+# One entry point for people and CI. `make test` is the README's test command; .ci/run calls it.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps test test-unit test-cluster test-workload crd render bench bench-server cluster-up cluster-down
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages the tests need (NGINX, PostgreSQL, Chromium...): installed only when missing.
+system-deps:
+	hack/system-deps
+
+# Every tier. Builds of the control plane and the server image's environment are cached outside
+# the repo (~/.cache/mlflow-operator), so only the first run pays for them.
+test: setup system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-cluster: setup
+	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
+
+test-workload: setup system-deps
+	$(PY) -m pytest -m workload $(PYTEST_ARGS)
+
+crd: setup
+	$(VENV)/bin/mlflow-operator crd --output crds/
+
+cluster-up:
+	hack/cluster up
+
+cluster-down:
+	hack/cluster down
+
+bench: bench-server
+
+bench-server: setup system-deps
+	$(PY) bench/server.py
