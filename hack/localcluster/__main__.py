@@ -1,0 +1,172 @@
+"""hack/cluster: the local control plane from the command line (standard library only).
+
+    hack/cluster up       build if needed, start a cluster that outlives this command, print
+                          `export KUBECONFIG=...` on stdout (so `eval "$(hack/cluster up)"` works)
+    hack/cluster status   is it running? components, pids, /readyz (exit 0 when ready, 3 if not)
+    hack/cluster down     stop every process `up` started, remove its temp dir
+    hack/cluster build    only build/refresh the cached binaries and CRDs; print where they are
+
+The state of the cluster `up` started (pids, temp dir) is kept in
+${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/cluster/state.json; a stable copy of its admin
+kubeconfig is ${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/cluster/kubeconfig.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import build, versions
+from .cluster import Cluster, ClusterError, _Api
+from .processes import group_members, stop_all
+
+
+def state_dir() -> Path:
+    return build.cache_root() / "cluster"
+
+
+def state_file() -> Path:
+    return state_dir() / "state.json"
+
+
+def stable_kubeconfig() -> Path:
+    return state_dir() / "kubeconfig"
+
+
+def _err(msg: str) -> None:
+    print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
+
+
+def _load() -> Cluster | None:
+    try:
+        return Cluster.from_state(json.loads(state_file().read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError) as exc:
+        _err(f"ignoring unreadable state file {state_file()}: {exc}")
+        return None
+
+
+def _ready(c: Cluster) -> tuple[bool, str]:
+    try:
+        api = _Api(c.server, c.ca.cert, c.admin_cert)
+    except (OSError, AttributeError) as exc:
+        return False, f"no credentials: {exc}"
+    status, body = api.request("GET", "/readyz", timeout=3)
+    return status == 200, (body.strip() or f"HTTP {status}")[:200]
+
+
+def _teardown(c: Cluster) -> list[str]:
+    killed = stop_all(list(reversed(c.processes)))
+    left = [f"{p.name}({p.pid})" for p in c.processes if group_members(p.pid)]
+    if left:
+        raise ClusterError(f"processes still running after stop: {', '.join(left)}")
+    if c.workdir:
+        shutil.rmtree(c.workdir, ignore_errors=True)
+    state_file().unlink(missing_ok=True)
+    stable_kubeconfig().unlink(missing_ok=True)
+    return killed
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    old = _load()
+    if old is not None:
+        alive = old.alive()
+        if all(alive.values()) and _ready(old)[0]:
+            _err(f"already running ({old.server}); `hack/cluster down` stops it")
+            print(f"export KUBECONFIG={stable_kubeconfig()}")
+            return 0
+        _err("cleaning up a previous cluster that is no longer healthy")
+        _teardown(old)
+    t0 = time.monotonic()
+    try:
+        from .cluster import start
+
+        nodes = tuple(f"kwok-node-{i}" for i in range(args.nodes))
+        cluster = start(fake_nodes=nodes, timeout=args.timeout, detached=True)
+    except ClusterError as exc:
+        _err(f"FAILED: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted; everything started was stopped")
+        return 130
+    state_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cluster.kubeconfig, stable_kubeconfig())
+    stable_kubeconfig().chmod(0o600)
+    state = cluster.to_state()
+    tmp = state_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(state_file())
+    _err(f"up in {time.monotonic() - t0:.1f}s; logs in {cluster.log_dir}; stop with `hack/cluster down`")
+    _err(f"kubectl and helm: {cluster.bin_dir}")
+    print(f"export KUBECONFIG={stable_kubeconfig()}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    c = _load()
+    if c is None:
+        print("no cluster started by `hack/cluster up`")
+        return 3
+    ready, detail = _ready(c)
+    print(f"server:     {c.server}")
+    print(f"kubeconfig: {stable_kubeconfig()}")
+    print(f"workdir:    {c.workdir}")
+    for p in c.processes:
+        print(f"  {p.name:<24} pid {p.pid:<8} {'running' if p.alive() else 'NOT RUNNING'}")
+    print(f"readyz:     {'ok' if ready else 'NOT READY: ' + detail}")
+    return 0 if ready and all(c.alive().values()) else 3
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    c = _load()
+    if c is None:
+        print("no cluster started by `hack/cluster up`; nothing to stop")
+        return 0
+    try:
+        killed = _teardown(c)
+    except ClusterError as exc:
+        _err(str(exc))
+        return 1
+    note = f" (SIGKILL needed for {', '.join(killed)})" if killed else ""
+    print(f"stopped {len(c.processes)} processes{note}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    todo = build.missing()
+    try:
+        path = build.ensure()
+    except build.BuildError as exc:
+        _err(f"FAILED: {exc}")
+        return 1
+    if not todo:
+        _err(f"cache warm, nothing to build ({time.monotonic() - t0:.1f}s)")
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hack/cluster",
+        description=f"Local Kubernetes {versions.KUBERNETES} control plane on 127.0.0.1 (etcd, kube-apiserver, "
+        "controller-manager, scheduler, kwok), built from source.",
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="build if needed, start, print `export KUBECONFIG=...`")
+    up.add_argument("--nodes", type=int, default=1, help="number of fake (kwok) nodes (default 1)")
+    up.add_argument("--timeout", type=float, default=90, help="seconds to wait for readiness (default 90)")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the cluster `up` started").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="is it running and ready?").set_defaults(func=cmd_status)
+    sub.add_parser("build", help="build/refresh the cached binaries and CRDs only").set_defaults(func=cmd_build)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Pinned versions of everything the local control plane builds. One place to bump them.
+
+The etcd version is not pinned here: it is read from k8s.io/kubernetes' own go.mod
+(go.etcd.io/etcd/server/v3), so etcd always matches the Kubernetes release.
+"""
+
+KUBERNETES = "v1.35.4"  # k8s.io/kubernetes; staging modules k8s.io/* are v0.<minor>.<patch>
+KWOK = "v0.8.0"  # sigs.k8s.io/kwok
+HELM = "v3.22.0"  # helm.sh/helm/v3
+GATEWAY_API = "v1.6.3"  # sigs.k8s.io/gateway-api (CRDs from config/crd); v1.7.0 needs Go 1.27
+PROMETHEUS_OPERATOR = "v0.85.0"  # github.com/prometheus-operator/prometheus-operator (ServiceMonitor CRD)
+
+
+def staging_version(kubernetes: str = KUBERNETES) -> str:
+    """k8s.io/kubernetes v1.35.4 -> staging modules (k8s.io/api, ...) v0.35.4."""
+    major, minor, patch = kubernetes.lstrip("v").split(".")
+    return f"v0.{minor}.{patch}"
