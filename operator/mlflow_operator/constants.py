@@ -1,0 +1,40 @@
+"""Names and versions shared by the API, the renderer and the operator (one place for each)."""
+
+# The MLflow release the server image is built from. Bump it here only: the default image tag,
+# the CRD's documentation and the tests all follow.
+MLFLOW_VERSION = "3.18.0"
+DEFAULT_IMAGE_REPOSITORY = "ghcr.io/mlflow-operator/mlflow-server"
+DEFAULT_IMAGE = f"{DEFAULT_IMAGE_REPOSITORY}:{MLFLOW_VERSION}"
+
+GROUP = "mlflow-operator.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TrackingServer"
+PLURAL = "trackingservers"
+SINGULAR = "trackingserver"
+SHORT_NAMES = ["mlts"]
+CATEGORIES = ["mlflow"]
+CRD_NAME = f"{PLURAL}.{GROUP}"
+CRD_FILENAME = f"{CRD_NAME}.yaml"
+
+# Our annotation and label prefix.
+PREFIX = f"{GROUP}/"
+CONFIG_HASH_ANNOTATION = f"{PREFIX}config-hash"
+RETENTION_ANNOTATION = f"{PREFIX}retention-policy"
+
+# The server container: port, probes, writable paths and the user it runs as.
+HTTP_PORT = 5000
+HTTP_PORT_NAME = "http"
+HEALTH_PATH = "/health"
+RUN_AS_ID = 10001
+SCRATCH_DIR = "/tmp"
+DATA_DIR = "/data"
+EMBEDDED_SQLITE_URI = f"sqlite:///{DATA_DIR}/mlflow.db"  # four slashes: an absolute path
+EMBEDDED_FILE_STORE_URI = f"file://{DATA_DIR}/mlruns"
+EMBEDDED_AUTH_DB_URI = f"sqlite:///{DATA_DIR}/auth.db"
+LOCAL_ARTIFACTS_PATH = f"{DATA_DIR}/artifacts"
+ENTRYPOINT = "mlflow-entrypoint"
+
+# MLflow's own artifact proxy routes. In Split mode they go to the artifacts-only pods.
+ARTIFACT_PROXY_PATHS = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
+ARTIFACT_PROXY_API = "/api/2.0/mlflow-artifacts/artifacts"

@@ -1,0 +1,93 @@
+"""The server Deployments: the main one (`<name>`, component tracking) and, in Split mode, the
+artifacts-only one (`<name>-artifacts`, component artifacts)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import TrackingServer
+from ..api import derived as d
+from ..api.spec import DEFAULT_RESOURCES
+from . import environment, naming
+from .context import RenderContext
+from .pod import container, pod_spec, pod_template, server_container, volume_mounts, volumes
+
+
+def _init_containers(ts: TrackingServer, resources: dict[str, Any], with_data: bool) -> list[dict[str, Any]]:
+    """Before the server starts: wait for an external database, then migrate the SQLite files on
+    the pod's own volume (external databases are migrated by the Job, once, not by every pod)."""
+    spec = ts.spec
+    result = []
+    if d.backend_type(spec) == "Database" and spec.backend_store.wait_seconds > 0:
+        result.append(
+            container(ts, "wait-for-backend", "wait-for-backend", environment.backend_wait_env(ts),
+                      resources, volume_mounts(False, False))
+        )
+    embedded = environment.embedded_migration_env(ts)
+    if embedded:
+        result.append(container(ts, "migrate", "migrate", embedded, resources, volume_mounts(with_data, False)))
+    return result
+
+
+def _strategy(ts: TrackingServer, with_data: bool) -> dict[str, Any]:
+    shared_volume = "ReadWriteMany" in ts.spec.storage.access_modes
+    if d.embedded_backend(ts.spec) or (with_data and not shared_volume):
+        # One writer at a time: the old pod releases the volume (and SQLite) before the new starts.
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def _deployment(
+    ts: TrackingServer,
+    name: str,
+    component: str,
+    replicas: int | None,
+    env: environment.Env,
+    resources: dict[str, Any],
+    with_data: bool,
+    init_containers: list[dict[str, Any]],
+    context: RenderContext,
+) -> dict[str, Any]:
+    with_gcs = bool(ts.spec.artifacts.gcs and ts.spec.artifacts.gcs.service_account_key) and any(
+        e["name"] == "GOOGLE_APPLICATION_CREDENTIALS" for e in env
+    )
+    server = server_container(ts, env, resources, volume_mounts(with_data, with_gcs))
+    pod = pod_spec(ts, [server], init_containers, volumes(ts, with_data, with_gcs))
+    spec: dict[str, Any] = {}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec.update(
+        {
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": naming.selector_labels(ts, component)},
+            "strategy": _strategy(ts, with_data),
+            "template": pod_template(ts, component, pod, context),
+        }
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": naming.object_meta(ts, name, component),
+        "spec": spec,
+    }
+
+
+def tracking_deployment(ts: TrackingServer, context: RenderContext) -> dict[str, Any]:
+    spec = ts.spec
+    resources = spec.resources.dump()
+    with_data = d.tracking_needs_volume(spec)
+    # While an HPA owns the replica count, leave `replicas` out so applying never fights it.
+    replicas = None if spec.autoscaling else spec.replicas
+    return _deployment(
+        ts, naming.tracking_name(ts), naming.TRACKING, replicas, environment.tracking_env(ts),
+        resources, with_data, _init_containers(ts, resources, with_data), context,
+    )
+
+
+def artifacts_deployment(ts: TrackingServer, context: RenderContext) -> dict[str, Any]:
+    spec = ts.spec
+    resources = spec.artifacts.resources.dump() if spec.artifacts.resources else dict(DEFAULT_RESOURCES)
+    # No init containers: no backend store here, and Split mode keeps the auth database outside.
+    return _deployment(
+        ts, naming.artifacts_name(ts), naming.ARTIFACTS, d.artifacts_pod_replicas(spec),
+        environment.artifacts_env(ts), resources, d.artifacts_pods_need_volume(spec), [], context,
+    )

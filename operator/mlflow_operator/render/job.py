@@ -1,0 +1,54 @@
+"""The migration Job: `mlflow db upgrade` (and the auth database's migration) on the external
+databases, once per image and database, before the servers roll.
+
+The reconciler applies it and waits for it to complete before it applies the Deployments. It has
+no ttlSecondsAfterFinished: the finished Job is the record that this image's migrations ran
+(MigrationsApplied); a new image or database gives a new Job name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..api import TrackingServer
+from ..api import derived as d
+from . import environment, naming
+from .pod import container, pod_spec, volume_mounts, volumes
+
+
+def needs_migration_job(ts: TrackingServer) -> bool:
+    return bool(environment.external_migration_env(ts))
+
+
+def migration_digest(ts: TrackingServer) -> str:
+    """What decides whether migrations must run again: the image and the databases."""
+    payload = {"image": naming.image(ts), "env": environment.external_migration_env(ts)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def migration_job(ts: TrackingServer) -> dict[str, Any]:
+    spec = ts.spec
+    resources = spec.resources.dump()
+    init = []
+    if d.backend_type(spec) == "Database" and spec.backend_store.wait_seconds > 0:
+        init.append(
+            container(ts, "wait-for-backend", "wait-for-backend", environment.backend_wait_env(ts),
+                      resources, volume_mounts(False, False))
+        )
+    migrate = container(ts, "migrate", "migrate", environment.external_migration_env(ts), resources,
+                        volume_mounts(False, False))
+    pod = pod_spec(ts, [migrate], init, volumes(ts, False, False), restart_policy="Never")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": naming.object_meta(ts, naming.migration_job_name(ts, migration_digest(ts)), naming.MIGRATION),
+        "spec": {
+            "backoffLimit": 4,
+            "activeDeadlineSeconds": 1800,
+            "template": {
+                "metadata": {"labels": naming.labels(ts, naming.MIGRATION)},
+                "spec": pod,
+            },
+        },
+    }

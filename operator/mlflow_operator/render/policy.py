@@ -1,0 +1,76 @@
+"""PodDisruptionBudgets, the HorizontalPodAutoscaler and the NetworkPolicy."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import TrackingServer
+from ..api import derived as d
+from ..constants import HTTP_PORT_NAME
+from . import naming
+
+
+def _pdb(ts: TrackingServer, name: str, component: str) -> dict[str, Any]:
+    budget = ts.spec.pod_disruption_budget
+    spec: dict[str, Any] = {"selector": {"matchLabels": naming.selector_labels(ts, component)}}
+    if budget.min_available is not None:
+        spec["minAvailable"] = budget.min_available
+    else:
+        spec["maxUnavailable"] = budget.max_unavailable if budget.max_unavailable is not None else 1
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": naming.object_meta(ts, name, component),
+        "spec": spec,
+    }
+
+
+def disruption_budgets(ts: TrackingServer) -> list[dict[str, Any]]:
+    """A budget only where several pods run: for a single pod it would either block node
+    drains (minAvailable 1) or mean nothing."""
+    if not ts.spec.pod_disruption_budget.enabled:
+        return []
+    result = []
+    if d.tracking_pods_may_be_many(ts.spec):
+        result.append(_pdb(ts, naming.tracking_name(ts), naming.TRACKING))
+    if ts.spec.artifacts.mode == "Split" and d.artifacts_pod_replicas(ts.spec) > 1:
+        result.append(_pdb(ts, naming.artifacts_name(ts), naming.ARTIFACTS))
+    return result
+
+
+def autoscaler(ts: TrackingServer) -> dict[str, Any]:
+    scaling = ts.spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": naming.object_meta(ts, naming.tracking_name(ts), naming.TRACKING),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": naming.tracking_name(ts)},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization_percentage},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def network_policy(ts: TrackingServer) -> dict[str, Any]:
+    """Only port 5000 of our pods, only from this namespace and the listed peers. Egress stays
+    open: databases and object stores live anywhere."""
+    peers = [{"podSelector": {}}] + list(ts.spec.network_policy.ingress_from or [])
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": naming.object_meta(ts, naming.tracking_name(ts), naming.TRACKING),
+        "spec": {
+            "podSelector": {"matchLabels": naming.instance_labels(ts)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": HTTP_PORT_NAME}]}],
+        },
+    }

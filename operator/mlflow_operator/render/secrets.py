@@ -1,0 +1,81 @@
+"""Secrets the operator generates: the Flask secret key and the basic-auth admin's password.
+
+They hold random values, so they are created once and never regenerated: the reconciler asks
+`required_generated_secrets` which ones this spec needs, calls `fresh_secret_values` ONLY for a
+Secret that does not exist in the cluster yet, and passes those values in
+`RenderContext.generated_secrets`. Rendering itself never draws random numbers (same input, same
+bytes).
+"""
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from ..api import TrackingServer
+from ..api import derived as d
+from ..constants import RETENTION_ANNOTATION
+from . import naming
+from .context import RenderContext
+
+FLASK_SECRET_KEY = "secret-key"
+ADMIN_USERNAME_KEY = "username"
+ADMIN_PASSWORD_KEY = "password"
+ADMIN_USERNAME = "admin"
+
+
+@dataclass(frozen=True)
+class GeneratedSecret:
+    name: str
+    keys: tuple[str, ...]
+    purpose: str
+
+
+def required_generated_secrets(ts: TrackingServer) -> list[GeneratedSecret]:
+    if not d.basic_auth(ts.spec):
+        return []
+    # Every replica (and the artifacts pods) must sign sessions with the same key.
+    required = [GeneratedSecret(naming.flask_secret_name(ts), (FLASK_SECRET_KEY,), "flask-secret-key")]
+    if ts.spec.auth.admin_secret_ref is None:
+        required.append(
+            GeneratedSecret(naming.admin_secret_name(ts), (ADMIN_USERNAME_KEY, ADMIN_PASSWORD_KEY), "admin")
+        )
+    return required
+
+
+def fresh_secret_values(secret: GeneratedSecret) -> dict[str, str]:
+    """New random values for a generated Secret. Call once, when the Secret does not exist."""
+    if secret.purpose == "admin":
+        return {ADMIN_USERNAME_KEY: ADMIN_USERNAME, ADMIN_PASSWORD_KEY: secrets.token_urlsafe(24)}  # 32 chars
+    return {FLASK_SECRET_KEY: secrets.token_urlsafe(32)}  # 43 chars
+
+
+def generated_secret_manifests(ts: TrackingServer, context: RenderContext) -> list[dict[str, Any]]:
+    manifests = []
+    for secret in required_generated_secrets(ts):
+        values = context.generated_secrets.get(secret.name)
+        if values is None:
+            continue  # exists already (or rendered without a cluster): never overwrite it
+        missing = set(secret.keys) - set(values)
+        if missing:
+            raise ValueError(f"generated Secret {secret.name} lacks {sorted(missing)}")
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": naming.object_meta(
+                    ts,
+                    secret.name,
+                    naming.TRACKING,
+                    # Retained by default: a re-created TrackingServer finds its admin password
+                    # and key again, matching the auth database it may also have kept.
+                    owned=ts.spec.retention_policy == "Delete",
+                    annotations={RETENTION_ANNOTATION: ts.spec.retention_policy},
+                ),
+                "type": "Opaque",
+                "immutable": True,
+                "data": {k: base64.b64encode(values[k].encode()).decode() for k in secret.keys},
+            }
+        )
+    return manifests
