@@ -1,0 +1,95 @@
+"""Kubernetes API access for the reconciler: one DynamicClient, server-side apply under one field manager."""
+from __future__ import annotations
+
+import functools
+import logging
+
+import kubernetes
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+FIELD_MANAGER = "mlflow-operator"
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def dynamic_client() -> DynamicClient:
+    """In a pod, the ServiceAccount; elsewhere, $KUBECONFIG (as kubectl does)."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return DynamicClient(kubernetes.client.ApiClient())
+
+
+def resource(api_version: str, kind: str):
+    """The API resource for a kind, or None when the cluster does not serve it (CRD not installed)."""
+    try:
+        return dynamic_client().resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        return None
+
+
+def apply(manifest: dict) -> dict:
+    """Server-side apply; the operator owns every field it renders and takes them back from hand edits."""
+    res = resource(manifest["apiVersion"], manifest["kind"])
+    if res is None:
+        raise ResourceNotFoundError(f"{manifest['apiVersion']} {manifest['kind']} is not served by this cluster")
+    result = dynamic_client().server_side_apply(
+        res,
+        body=manifest,
+        namespace=manifest["metadata"].get("namespace"),
+        field_manager=FIELD_MANAGER,
+        force_conflicts=True,
+    )
+    return result.to_dict()
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+    res = resource(api_version, kind)
+    if res is None:
+        return None
+    try:
+        return dynamic_client().get(res, name=name, namespace=namespace).to_dict()
+    except NotFoundError:
+        return None
+
+
+def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict]:
+    res = resource(api_version, kind)
+    if res is None:
+        return []
+    return [item.to_dict() for item in dynamic_client().get(res, namespace=namespace, label_selector=label_selector).items]
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+    res = resource(api_version, kind)
+    if res is None:
+        return False
+    try:
+        dynamic_client().delete(res, name=name, namespace=namespace, body={"propagationPolicy": propagation})
+        return True
+    except NotFoundError:
+        return False
+
+
+def create(manifest: dict) -> dict | None:
+    """Create, or None when it exists already (used only for values that must never be overwritten)."""
+    res = resource(manifest["apiVersion"], manifest["kind"])
+    try:
+        return dynamic_client().create(res, body=manifest, namespace=manifest["metadata"].get("namespace"), field_manager=FIELD_MANAGER).to_dict()
+    except kubernetes.client.exceptions.ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise
+
+
+def patch_status(api_version: str, kind: str, namespace: str, name: str, status: dict) -> None:
+    res = resource(api_version, kind)
+    dynamic_client().patch(
+        res.subresources["status"],
+        body={"status": status},
+        name=name,
+        namespace=namespace,
+        content_type="application/merge-patch+json",
+    )

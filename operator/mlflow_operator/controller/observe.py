@@ -1,0 +1,117 @@
+"""Status from observation: what the Deployments and the stores say now."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api import TrackingServer
+from ..render import naming
+from . import kube
+from .conditions import Condition
+from .migrations import MigrationGate
+from .reachability import Probe
+
+
+@dataclass
+class Observation:
+    conditions: list[Condition]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One Deployment's state, in numbers."""
+
+    name: str
+    exists: bool
+    desired: int = 0
+    ready: int = 0
+    available: int = 0
+    updated: int = 0
+    total: int = 0
+    current_generation: bool = True
+    deadline_exceeded: bool = False
+    version: str | None = None
+
+    @property
+    def rolled_out(self) -> bool:
+        return self.exists and self.current_generation and self.updated >= self.desired and self.total <= self.desired
+
+    def describe(self, component: str) -> str:
+        return f"{self.ready}/{self.desired} {component} pods ready"
+
+
+def rollout_of(deployment: dict[str, Any] | None, name: str) -> Rollout:
+    if deployment is None:
+        return Rollout(name, exists=False)
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    progressing = conditions.get("Progressing") or {}
+    return Rollout(
+        name=name,
+        exists=True,
+        desired=spec.get("replicas", 1),
+        ready=status.get("readyReplicas") or 0,
+        available=status.get("availableReplicas") or 0,
+        updated=status.get("updatedReplicas") or 0,
+        total=status.get("replicas") or 0,
+        current_generation=(status.get("observedGeneration") or 0) >= deployment["metadata"].get("generation", 0),
+        deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        version=(((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/version"),
+    )
+
+
+def observe(ts: TrackingServer, gate: MigrationGate | None, probes: list[Probe | None]) -> Observation:
+    rollouts = {naming.TRACKING: rollout_of(kube.get("apps/v1", "Deployment", ts.namespace, naming.tracking_name(ts)), naming.tracking_name(ts))}
+    if ts.spec.artifacts.mode == "Split":
+        rollouts[naming.ARTIFACTS] = rollout_of(
+            kube.get("apps/v1", "Deployment", ts.namespace, naming.artifacts_name(ts)), naming.artifacts_name(ts)
+        )
+    conditions = [availability(rollouts, gate), progressing(rollouts, gate), degraded(rollouts, gate)]
+    if gate is not None:
+        conditions.append(gate.condition)
+    for probe, type_ in zip(probes, ("BackendReachable", "ArtifactStoreReachable")):
+        if probe is not None:
+            conditions.append(Condition(type_, probe.reachable, probe.reason, probe.message))
+
+    tracking = rollouts[naming.TRACKING]
+    fields: dict[str, Any] = {"replicas": tracking.total, "readyReplicas": tracking.ready}
+    if tracking.rolled_out and tracking.version:
+        # What serves now: held back while a migration runs or failed, so it can lag the spec.
+        fields["mlflowVersion"] = tracking.version
+    return Observation(conditions, fields)
+
+
+def availability(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Condition:
+    missing = [r for r in rollouts.values() if not r.exists]
+    if missing:
+        if gate is not None and not gate.open:
+            return Condition("Available", False, "WaitingForMigrations", f"Deployment {missing[0].name} is created once migrations succeed")
+        return Condition("Available", False, "DeploymentMissing", f"Deployment {missing[0].name} does not exist yet")
+    message = ", ".join(r.describe(component) for component, r in rollouts.items())
+    if all(r.available >= 1 for r in rollouts.values()):
+        return Condition("Available", True, "MinimumReplicasAvailable", message)
+    if all(r.desired == 0 for r in rollouts.values()):
+        return Condition("Available", False, "ScaledToZero", message)
+    return Condition("Available", False, "NoPodReady", message)
+
+
+def progressing(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Condition:
+    if gate is not None and gate.state in ("Running", "Waiting"):
+        return Condition("Progressing", True, "MigrationRunning", gate.condition.message)
+    rolling = [r for r in rollouts.values() if r.exists and not r.rolled_out]
+    if rolling:
+        r = rolling[0]
+        return Condition("Progressing", True, "RollingOut", f"Deployment {r.name}: {r.updated}/{r.desired} pods updated, {r.ready} ready")
+    return Condition("Progressing", False, "Complete", "every Deployment is rolled out")
+
+
+def degraded(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Condition:
+    if gate is not None and gate.state == "Failed":
+        return Condition("Degraded", True, "MigrationFailed", gate.condition.message)
+    for r in rollouts.values():
+        if r.deadline_exceeded:
+            return Condition("Degraded", True, "ProgressDeadlineExceeded", f"Deployment {r.name} did not roll out in time")
+        if r.exists and r.rolled_out and r.ready < r.desired:
+            return Condition("Degraded", True, "SomePodsNotReady", f"Deployment {r.name}: {r.ready}/{r.desired} pods ready")
+    return Condition("Degraded", False, "AsExpected", "nothing is degraded")

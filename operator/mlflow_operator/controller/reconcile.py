@@ -1,0 +1,267 @@
+"""One reconcile pass of a TrackingServer: an ordered list of small steps.
+
+1. Generated Secrets exist (created once, never overwritten).
+2. Every Secret the pods reference exists with its keys; their data is hashed into the pod template.
+3. Everything but the workloads is applied (server-side apply, one field manager, owner references).
+4. Migrations gate the rollout: the migration Job for this image and database must have succeeded
+   before the Deployments are applied. Until then the old Deployment keeps serving, untouched.
+5. Children that the spec no longer asks for are deleted.
+6. Status is computed from what the children say now, not from what this pass did.
+
+Every step is idempotent: a pass can stop anywhere (error, restart) and the next one carries on.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from kubernetes.client.exceptions import ApiException
+
+from ..api import InvalidTrackingServer, TrackingServer, load_trackingserver
+from ..api import derived as d
+from ..constants import API_VERSION, KIND, PREFIX
+from ..render import RenderContext, client_url, fresh_secret_values, render, required_generated_secrets, secret_data_hash
+from ..render import naming
+from . import kube, metrics
+from .conditions import Condition, find, merge_conditions
+from .migrations import MigrationGate, gate_migrations
+from .observe import Observation, observe
+from .reachability import Probe
+
+log = logging.getLogger(__name__)
+
+# Kinds the operator prunes when the spec stops asking for them. Secrets and volumes are never
+# pruned: they hold data (retention is decided by ownership, see render/storage.py); Jobs are
+# handled by the migration step.
+PRUNABLE_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+)
+WORKLOAD_KINDS = {"Deployment", "Job"}
+CREATE_ONLY_KINDS = {"Secret", "PersistentVolumeClaim"}
+
+EventFn = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
+
+
+class Blocked(Exception):
+    """The pass cannot go on until something outside the spec changes (a Secret appears, ...)."""
+
+    def __init__(self, condition: Condition):
+        super().__init__(condition.message)
+        self.condition = condition
+
+
+@dataclass
+class PassResult:
+    status: dict[str, Any]
+    requeue_after: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load(body: dict[str, Any]) -> TrackingServer:
+    # status is the operator's own output; it never decides what to render.
+    return load_trackingserver({k: v for k, v in body.items() if k != "status"})
+
+
+# ---- step 1 and 2: Secrets -------------------------------------------------------------------
+
+def ensure_generated_secrets(ts: TrackingServer) -> dict[str, dict[str, str]]:
+    """Fresh values only for generated Secrets that do not exist yet; existing ones are kept."""
+    fresh = {}
+    for secret in required_generated_secrets(ts):
+        if kube.get("v1", "Secret", ts.namespace, secret.name) is None:
+            fresh[secret.name] = fresh_secret_values(secret)
+    return fresh
+
+
+def secret_key_refs(manifests: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Secret name -> keys, for every secretKeyRef and secret volume of every pod template."""
+    refs: dict[str, set[str]] = {}
+    for m in manifests:
+        pod = m.get("spec", {}).get("template", {}).get("spec")
+        if not pod:
+            continue
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    refs.setdefault(ref["name"], set()).add(ref["key"])
+        for v in pod.get("volumes", []):
+            if "secret" in v:
+                keys = {item["key"] for item in v["secret"].get("items", [])}
+                refs.setdefault(v["secret"]["secretName"], set()).update(keys)
+    return refs
+
+
+def read_referenced_secrets(ts: TrackingServer, refs: dict[str, set[str]], fresh: dict[str, Any]) -> dict[str, str]:
+    """Hashes of referenced Secrets' data; Blocked when one is missing or lacks a key."""
+    hashes, problems = {}, []
+    for name, keys in sorted(refs.items()):
+        if name in fresh:
+            continue  # created in this pass; the renderer hashes it from its values
+        secret = kube.get("v1", "Secret", ts.namespace, name)
+        if secret is None:
+            problems.append(f"Secret {name} not found")
+            continue
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        missing = sorted(keys - set(data))
+        if missing:
+            problems.append(f"Secret {name} has no key {', '.join(missing)}")
+            continue
+        hashes[name] = secret_data_hash(data)
+    if problems:
+        raise Blocked(Condition("Reconciled", False, "SecretNotFound", "; ".join(problems)))
+    return hashes
+
+
+def secret_value(namespace: str, name: str, key: str) -> str | None:
+    secret = kube.get("v1", "Secret", namespace, name)
+    raw = (secret or {}).get("data", {}).get(key)
+    return base64.b64decode(raw).decode() if raw is not None else None
+
+
+# ---- step 3 and 5: apply and prune ------------------------------------------------------------
+
+def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
+    """Applies everything but workloads. A kind the cluster does not serve (Gateway API or
+    ServiceMonitor CRDs not installed) is skipped and reported, not an error that blocks the rest."""
+    problems = []
+    for manifest in manifests:
+        kind = manifest["kind"]
+        if kind in WORKLOAD_KINDS:
+            continue
+        if kube.resource(manifest["apiVersion"], kind) is None:
+            problems.append(f"{kind} {manifest['metadata']['name']} not created: the cluster does not serve "
+                            f"{manifest['apiVersion']} (install its CRDs)")
+            continue
+        if kind in CREATE_ONLY_KINDS:
+            # Generated Secrets hold random values; volumes hold data and are mostly immutable.
+            if kube.get(manifest["apiVersion"], kind, manifest["metadata"]["namespace"], manifest["metadata"]["name"]) is None:
+                kube.create(manifest)
+            continue
+        kube.apply(manifest)
+        metrics.APPLIED_OBJECTS.labels(kind).inc()
+    if problems:
+        return [Condition("Reconciled", False, "CRDNotInstalled", "; ".join(problems))]
+    return []
+
+
+def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
+    """Deletes owned children of prunable kinds that are not in the rendered list."""
+    wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    selector = f"app.kubernetes.io/instance={ts.name},app.kubernetes.io/managed-by=mlflow-operator"
+    deleted = []
+    for api_version, kind in PRUNABLE_KINDS:
+        for obj in kube.list_objects(api_version, kind, ts.namespace, selector):
+            meta = obj["metadata"]
+            owned = any(ref.get("uid") == ts.metadata.uid for ref in meta.get("ownerReferences") or [])
+            if owned and (kind, meta["name"]) not in wanted:
+                kube.delete(api_version, kind, ts.namespace, meta["name"])
+                deleted.append(f"{kind}/{meta['name']}")
+    return deleted
+
+
+# ---- the pass ---------------------------------------------------------------------------------
+
+def reconcile(body: dict[str, Any], emit: EventFn, probes: Callable[[TrackingServer], list[Probe | None]] | None = None) -> PassResult:
+    """One pass. Returns the status to write; raises only for unexpected API errors."""
+    ts = load(body)
+    generation = body["metadata"].get("generation", 0)
+    previous = (body.get("status") or {}).get("conditions") or []
+    observed: list[Condition] = []
+    gate: MigrationGate | None = None
+    requeue = None
+    manifests: list[dict[str, Any]] = []
+    try:
+        fresh = ensure_generated_secrets(ts)
+        refs = secret_key_refs(render(ts, RenderContext(generated_secrets=fresh)))
+        hashes = read_referenced_secrets(ts, refs, fresh)
+        manifests = render(ts, RenderContext(generated_secrets=fresh, secret_hashes=hashes))
+        for name in fresh:
+            emit("Normal", "SecretGenerated", f"Generated Secret {name} (kept across restarts and re-creation)")
+        observed += apply_children(manifests)
+        gate = gate_migrations(ts, manifests, emit)
+        if gate.open:
+            for manifest in manifests:
+                if manifest["kind"] == "Deployment":
+                    kube.apply(manifest)
+                    metrics.APPLIED_OBJECTS.labels("Deployment").inc()
+        requeue = gate.requeue_after
+        for gone in prune(ts, manifests):
+            emit("Normal", "Pruned", f"Deleted {gone}: the spec no longer asks for it")
+        if not any(c.type == "Reconciled" for c in observed):
+            observed.append(Condition("Reconciled", True, "Applied", f"{len(manifests)} children applied"))
+    except Blocked as blocked:
+        observed.append(blocked.condition)
+        requeue = 30
+    except InvalidTrackingServer:
+        raise
+    except ApiException as exc:
+        observed.append(Condition("Reconciled", False, "ApiError", f"{exc.status} {exc.reason}: {_api_message(exc)}"))
+        requeue = 15
+
+    observation = observe(ts, gate, probes(ts) if probes else [])
+    observed += observation.conditions
+    conditions = merge_conditions(previous, observed, generation)
+    conditions = merge_conditions(conditions, [summarize(conditions)], generation)
+    announce_transitions(previous, conditions, emit)
+    status = {
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "url": client_url(ts),
+        "mode": ts.spec.artifacts.mode,
+        "selector": naming.status_selector(ts),
+        **observation.fields,
+    }
+    return PassResult(status=status, requeue_after=requeue)
+
+
+SUMMARIZED = ("Reconciled", "MigrationsApplied", "Available", "BackendReachable", "ArtifactStoreReachable")
+
+
+def summarize(conditions: list[dict[str, Any]]) -> Condition:
+    """Ready: the server is up, on the current spec, and can reach its stores."""
+    for type_ in SUMMARIZED:
+        cond = find(conditions, type_)
+        if cond is None:
+            return Condition("Ready", None, "Pending", f"{type_} not observed yet")
+        if cond["status"] != "True":
+            return Condition("Ready", False, cond["reason"], f"{type_}: {cond['message']}")
+    progressing = find(conditions, "Progressing")
+    if progressing and progressing["status"] == "True":
+        return Condition("Ready", False, "RollingOut", progressing["message"])
+    return Condition("Ready", True, "Ready", find(conditions, "Available")["message"])
+
+
+WARN_WHEN_FALSE = ("Reconciled", "MigrationsApplied", "BackendReachable", "ArtifactStoreReachable")
+
+
+def announce_transitions(previous: list[dict[str, Any]], current: list[dict[str, Any]], emit: EventFn) -> None:
+    """An event per condition change that a person must see in `kubectl describe`."""
+    for cond in current:
+        old = find(previous, cond["type"])
+        if old and old.get("status") == cond["status"] and old.get("reason") == cond["reason"]:
+            continue
+        if cond["type"] in WARN_WHEN_FALSE and cond["status"] == "False":
+            emit("Warning", cond["reason"], f"{cond['type']}: {cond['message']}")
+        elif cond["type"] == "Ready" and cond["status"] == "True":
+            emit("Normal", "Ready", cond["message"])
+
+
+def _api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body).get("message", "")
+    except (TypeError, ValueError):
+        return str(exc.body or "")[:500]

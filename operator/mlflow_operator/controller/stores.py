@@ -1,0 +1,54 @@
+"""Reachability of a TrackingServer's database and artifact store, as status conditions see it."""
+from __future__ import annotations
+
+import time
+
+from ..api import TrackingServer
+from ..api import derived as d
+from .reachability import Probe, artifact_endpoint, database_endpoint, probe_tcp
+from .reconcile import secret_value
+
+# Probes are cheap but a pass can run often (every child event): reuse a result for a few seconds.
+CACHE_SECONDS = 5.0
+_cache: dict[tuple[str, str], tuple[float, Probe]] = {}
+
+
+def _cached(key: tuple[str, str], what: str, endpoint) -> Probe:
+    hit = _cache.get(key)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    probe = probe_tcp(endpoint, what)
+    _cache[key] = (time.monotonic() + CACHE_SECONDS, probe)
+    return probe
+
+
+def backend_probe(ts: TrackingServer) -> Probe:
+    spec = ts.spec
+    if not d.has_backend(spec):
+        return Probe(True, "NotApplicable", "an artifacts-only server has no backend store")
+    if d.backend_type(spec) != "Database":
+        return Probe(True, "Embedded", f"{d.backend_type(spec)} on the TrackingServer's volume")
+    ref = spec.backend_store.uri.secret_key_ref
+    uri = secret_value(ts.namespace, ref.name, ref.key)
+    if uri is None:
+        return Probe(False, "SecretNotFound", f"Secret {ref.name} key {ref.key} not found")
+    endpoint = database_endpoint(uri)
+    if endpoint is None:
+        return Probe(False, "InvalidURI", f"the URI in Secret {ref.name} key {ref.key} names no database host")
+    return _cached((ts.namespace, f"db:{endpoint}"), "database", endpoint)
+
+
+def artifact_probe(ts: TrackingServer) -> Probe:
+    spec = ts.spec
+    target = spec.artifacts.default_artifact_root if spec.artifacts.mode == "Direct" else d.artifacts_destination(spec)
+    if not target or target.startswith("/"):
+        return Probe(True, "Volume", f"artifacts are stored on the TrackingServer's volume at {target}")
+    s3 = spec.artifacts.s3
+    endpoint = artifact_endpoint(target, s3.endpoint_url if s3 else None, s3.region if s3 else None)
+    if endpoint is None:
+        return Probe(True, "NotChecked", f"no network endpoint to check for {target.split('://')[0]}://")
+    return _cached((ts.namespace, f"store:{endpoint}"), "artifact store", endpoint)
+
+
+def probe_stores(ts: TrackingServer) -> list[Probe]:
+    return [backend_probe(ts), artifact_probe(ts)]

@@ -1,0 +1,116 @@
+"""Pure parts of the reconciler: conditions, rollout observation, readiness summary, reachability."""
+import socket
+
+import pytest
+
+from mlflow_operator.controller.conditions import Condition, merge_conditions
+from mlflow_operator.controller.migrations import job_state
+from mlflow_operator.controller.observe import availability, degraded, progressing, rollout_of
+from mlflow_operator.controller.reachability import (
+    Endpoint,
+    artifact_endpoint,
+    database_endpoint,
+    probe_tcp,
+)
+from mlflow_operator.controller.reconcile import secret_key_refs, summarize
+
+
+def test_transition_time_moves_only_when_status_changes():
+    first = merge_conditions([], [Condition("Available", False, "NoPodReady", "0/1")], 1, now="2026-01-01T00:00:00Z")
+    same = merge_conditions(first, [Condition("Available", False, "NoPodReady", "still 0/1")], 2, now="2026-01-01T00:01:00Z")
+    flipped = merge_conditions(same, [Condition("Available", True, "MinimumReplicasAvailable", "1/1")], 3, now="2026-01-01T00:02:00Z")
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert same[0]["message"] == "still 0/1" and same[0]["observedGeneration"] == 2
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:02:00Z"
+    assert flipped[0]["status"] == "True"
+
+
+def test_conditions_not_observed_are_kept_and_ready_comes_first():
+    old = merge_conditions([], [Condition("BackendReachable", False, "Timeout", "db:5432")], 1)
+    new = merge_conditions(old, [Condition("Ready", False, "Timeout", "x")], 2)
+    assert [c["type"] for c in new] == ["Ready", "BackendReachable"]
+    assert new[1]["observedGeneration"] == 1
+
+
+def _conds(**statuses):
+    return merge_conditions([], [Condition(t, s, "R" + t, f"{t} message") for t, s in statuses.items()], 1)
+
+
+def test_ready_needs_every_summarized_condition():
+    ok = dict(Reconciled=True, MigrationsApplied=True, Available=True, BackendReachable=True, ArtifactStoreReachable=True)
+    assert summarize(_conds(**ok)).status is True
+    down = summarize(_conds(**{**ok, "BackendReachable": False}))
+    assert down.status is False and down.reason == "RBackendReachable" and "BackendReachable" in down.message
+    missing = dict(ok)
+    del missing["MigrationsApplied"]
+    assert summarize(_conds(**missing)).status is None
+    rolling = summarize(_conds(**ok, Progressing=True))
+    assert rolling.status is False and rolling.reason == "RollingOut"
+
+
+def _deployment(replicas=2, ready=2, available=2, updated=2, total=2, generation=3, observed=3, version="3.18.0"):
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas, "template": {"metadata": {"labels": {"app.kubernetes.io/version": version}}}},
+        "status": {"readyReplicas": ready, "availableReplicas": available, "updatedReplicas": updated,
+                   "replicas": total, "observedGeneration": observed},
+    }
+
+
+def test_rollout_states():
+    done = rollout_of(_deployment(), "ts")
+    assert done.rolled_out and done.version == "3.18.0"
+    assert not rollout_of(_deployment(observed=2), "ts").rolled_out  # controller has not seen the new spec
+    assert not rollout_of(_deployment(updated=1, total=3), "ts").rolled_out  # old pods still there
+    rollouts = {"tracking": rollout_of(_deployment(ready=0, available=0), "ts")}
+    assert availability(rollouts, None).status is False
+    assert availability(rollouts, None).reason == "NoPodReady"
+    assert degraded(rollouts, None).reason == "SomePodsNotReady"
+    assert progressing({"tracking": rollout_of(_deployment(updated=1), "ts")}, None).status is True
+    assert availability({"tracking": rollout_of(None, "ts")}, None).reason == "DeploymentMissing"
+
+
+def test_job_states():
+    assert job_state({"status": {}}) == "Running"
+    assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) == "Succeeded"
+    assert job_state({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}) == "Failed"
+    assert job_state({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}) == "Running"
+
+
+def test_endpoints_never_keep_the_password():
+    ep = database_endpoint("postgresql+psycopg2://mlflow:s3cr3t@db.team-a.svc:6543/mlflow")
+    assert ep == Endpoint("db.team-a.svc", 6543) and "s3cr3t" not in str(ep)
+    assert database_endpoint("mysql+pymysql://u:p@mysql/mlflow") == Endpoint("mysql", 3306)
+    assert database_endpoint("sqlite:////data/mlflow.db") is None
+    assert artifact_endpoint("s3://bucket/p", "http://minio.storage:9000") == Endpoint("minio.storage", 9000)
+    assert artifact_endpoint("s3://bucket/p", None, "eu-west-1") == Endpoint("s3.eu-west-1.amazonaws.com", 443)
+    assert artifact_endpoint("wasbs://c@acct.blob.core.windows.net/p") == Endpoint("acct.blob.core.windows.net", 443)
+    assert artifact_endpoint("/data/artifacts") is None
+
+
+def test_probe_tcp_tells_open_from_closed():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert probe_tcp(Endpoint("127.0.0.1", port), "database").reachable
+    closed = probe_tcp(Endpoint("127.0.0.1", port), "database")
+    assert not closed.reachable and closed.reason == "ConnectionFailed" and f"127.0.0.1:{port}" in closed.message
+    unknown = probe_tcp(Endpoint("no-such-host.invalid", 5432), "database")
+    assert not unknown.reachable and unknown.reason == "HostNotFound"
+
+
+def test_secret_key_refs_collects_env_and_volumes():
+    manifests = [
+        {"kind": "Deployment", "spec": {"template": {"spec": {
+            "initContainers": [{"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "uri"}}}]}],
+            "containers": [{"env": [
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "id"}}},
+                {"name": "C", "valueFrom": {"secretKeyRef": {"name": "opt", "key": "k", "optional": True}}},
+                {"name": "D", "value": "plain"},
+            ]}],
+            "volumes": [{"name": "gcs", "secret": {"secretName": "gcs", "items": [{"key": "key.json", "path": "c.json"}]}}],
+        }}}},
+        {"kind": "Service", "spec": {}},
+    ]
+    assert secret_key_refs(manifests) == {"db": {"uri"}, "s3": {"id"}, "gcs": {"key.json"}}
