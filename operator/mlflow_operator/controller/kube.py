@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import kubernetes
 from kubernetes.dynamic import DynamicClient
@@ -22,11 +23,29 @@ def dynamic_client() -> DynamicClient:
     return DynamicClient(kubernetes.client.ApiClient())
 
 
+# A kind missing from discovery is looked up again after this long: CRDs (Gateway API, ServiceMonitor)
+# may be installed while the operator runs.
+DISCOVERY_REFRESH_SECONDS = 20.0
+_missing_since: dict[tuple[str, str], float] = {}
+
+
 def resource(api_version: str, kind: str):
     """The API resource for a kind, or None when the cluster does not serve it (CRD not installed)."""
+    client = dynamic_client()
     try:
-        return dynamic_client().resources.get(api_version=api_version, kind=kind)
+        return client.resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError:
+        pass
+    key = (api_version, kind)
+    first_miss = _missing_since.setdefault(key, time.monotonic())
+    if time.monotonic() - first_miss < DISCOVERY_REFRESH_SECONDS:
+        return None
+    _missing_since.pop(key, None)
+    client.resources.invalidate_cache()
+    try:
+        return client.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        _missing_since[key] = time.monotonic()
         return None
 
 

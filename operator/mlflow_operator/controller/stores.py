@@ -44,9 +44,13 @@ def artifact_probe(ts: TrackingServer) -> Probe:
     if not target or target.startswith("/"):
         return Probe(True, "Volume", f"artifacts are stored on the TrackingServer's volume at {target}")
     s3 = spec.artifacts.s3
-    endpoint = artifact_endpoint(target, s3.endpoint_url if s3 else None, s3.region if s3 else None)
+    if not (s3 and s3.endpoint_url):
+        # AWS S3, GCS and Azure are managed services whose endpoints are always up; what fails there is
+        # credentials or permissions, which a connection cannot tell. The image's `check` covers those.
+        return Probe(True, "ManagedService", f"{target.split('://')[0]}:// is a managed cloud service (not probed)")
+    endpoint = artifact_endpoint(target, s3.endpoint_url, s3.region)
     if endpoint is None:
-        return Probe(True, "NotChecked", f"no network endpoint to check for {target.split('://')[0]}://")
+        return Probe(True, "NotProbed", f"no network endpoint to check for {target.split('://')[0]}://")
     return _cached((ts.namespace, f"store:{endpoint}"), "artifact store", endpoint)
 
 
