@@ -8,6 +8,8 @@ checks that crds/ holds exactly what this module generates.
 """
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,12 @@ def _condition_column(name: str, condition: str, description: str) -> dict[str, 
 
 
 def custom_resource_definition() -> dict[str, Any]:
+    return copy.deepcopy(_custom_resource_definition())
+
+
+@functools.cache
+def _custom_resource_definition() -> dict[str, Any]:
+    # Generating the schema takes pydantic a while; the models do not change at run time.
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -451,7 +451,10 @@ class Autoscaling(ApiModel):
     max_replicas: int = Field(ge=1, le=100, description="Most replicas.")
     target_cpu_utilization_percentage: int = Field(
         default=80,
-        alias="targetCPUUtilizationPercentage",  # as in autoscaling/v1 ge=1, le=100, description="Average CPU utilization (of requests) to keep."
+        alias="targetCPUUtilizationPercentage",  # spelled as in autoscaling/v1
+        ge=1,
+        le=100,
+        description="Average CPU utilization (of requests) to keep.",
     )
 
 

@@ -1,0 +1,120 @@
+"""The `mlflow-operator` command: render, crd, run."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mlflow_operator.cli import main
+from mlflow_operator.constants import CRD_FILENAME
+from mlflow_operator.crd import crd_yaml
+from mlflow_operator.render import render
+
+from .helpers import EXAMPLES, REPO, example_files, make
+
+
+def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err, stdin=io.StringIO(stdin))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_render_prints_the_manifests_of_each_example(path):
+    code, out, err = run("render", "-f", str(path))
+    assert code == 0, err
+    documents = list(yaml.safe_load_all(out))
+    assert documents == render(yaml.safe_load(path.read_text()))
+    assert out.startswith("---\n# Source: TrackingServer ")
+
+
+def test_render_output_is_byte_for_byte_stable():
+    path = str(EXAMPLES / "07-split.yaml")
+    assert run("render", "-f", path)[1] == run("render", "-f", path)[1]
+
+
+def test_render_notes_generated_secrets_on_stderr():
+    code, out, err = run("render", "-f", str(EXAMPLES / "08-team.yaml"))
+    assert code == 0
+    assert "Secret fraud-admin" in err and "kind: Secret" not in out
+
+
+def test_invalid_file_exits_1_naming_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(make({"replicas": 3, "artifacts": {"destination": "ftp://x/y"}})))
+    code, out, err = run("render", "-f", str(bad))
+    assert code == 1 and out == ""
+    assert "TrackingServer 'team' is invalid" in err
+    assert "spec.replicas: replicas must be at most 1 with an embedded backend store" in err
+    assert "spec.artifacts.destination: artifacts.destination must be" in err
+
+
+def test_schema_error_names_the_field():
+    obj = make({"backendStore": {"type": "Database", "uri": {"secretKeyRef": {"name": "db"}}}})
+    code, _, err = run("render", "-f", "-", stdin=yaml.safe_dump(obj))
+    assert code == 1
+    assert "spec.backendStore.uri.secretKeyRef.key: Field required" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("spec: [unclosed", "invalid YAML"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "no TrackingServer found"),
+        ("apiVersion: mlflow-operator.dev/v2\nkind: TrackingServer\nmetadata: {name: x}\n", "apiVersion: expected"),
+        ("", "no TrackingServer found"),
+    ],
+)
+def test_unusable_input_exits_1(content, message):
+    code, _, err = run("render", "-f", "-", stdin=content)
+    assert code == 1 and message in err
+
+
+def test_missing_file_exits_1(tmp_path):
+    code, _, err = run("render", "-f", str(tmp_path / "nope.yaml"))
+    assert code == 1 and "cannot read" in err
+
+
+def test_namespace_option_fills_a_missing_namespace():
+    obj = make({})
+    del obj["metadata"]["namespace"]
+    code, out, _ = run("render", "-f", "-", "-n", "team-b", stdin=yaml.safe_dump(obj))
+    assert code == 0
+    assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(out)} == {"team-b"}
+    code, _, err = run("render", "-f", "-", "-n", "other", stdin=yaml.safe_dump(make({})))
+    assert code == 1 and "metadata.namespace" in err
+
+
+def test_render_skips_other_kinds_and_renders_every_trackingserver():
+    stream = yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
+                                 make({}, name="one"), make({}, name="two")])
+    code, out, err = run("render", "-f", "-", stdin=stream)
+    assert code == 0 and "skipping a Secret" in err
+    assert {d["metadata"]["name"] for d in yaml.safe_load_all(out) if d["kind"] == "Deployment"} == {"one", "two"}
+
+
+def test_crd_prints_and_writes(tmp_path):
+    code, out, _ = run("crd")
+    assert code == 0 and out == crd_yaml()
+    code, _, err = run("crd", "--output", str(tmp_path / "crds"))
+    assert code == 0 and (tmp_path / "crds" / CRD_FILENAME).read_text() == crd_yaml()
+
+
+def test_run_is_not_implemented_yet():
+    code, _, err = run("run")
+    assert code == 2 and "not implemented" in err
+
+
+def test_console_script_exit_code():
+    """The installed command, as users run it."""
+    script = REPO / ".venv" / "bin" / "mlflow-operator"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow_operator.cli"]
+    bad = subprocess.run(command + ["render", "-f", "-"], input=yaml.safe_dump(make({"replicas": 2})),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "spec.replicas:" in bad.stderr
+    good = subprocess.run(command + ["render", "-f", str(EXAMPLES / "02-sqlite.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0 and "kind: Deployment" in good.stdout
