@@ -13,7 +13,9 @@ import pytest
 TIERS = ("unit", "cluster", "workload")
 
 # Shared fixtures from hack/ (on sys.path through pytest's `pythonpath`).
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "testservices.pytest_plugin",
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,0 +1,30 @@
+"""Real services for the workload tests and the benchmark, started on 127.0.0.1 only.
+
+- ``postgres``: Debian's PostgreSQL 15 (initdb + postgres in a temp dir, password auth).
+- ``s3``: MinIO built from its Go module (cached), an S3-compatible server.
+- ``nginx``: Debian's NGINX with a generated config (path routing, body size, timeouts).
+- ``venvs``: the server image's virtualenv (built by server-image/install.sh) and a separate client
+  virtualenv with the stock `mlflow` client and scikit-learn; cached by content hash.
+- ``mlflowproc``: start ``mlflow-entrypoint`` (or anything) as a process and wait for /health.
+- ``pytest_plugin``: session fixtures over all of the above.
+
+Everything is cached under ``${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/``; a warm cache builds nothing.
+A service that cannot be provided raises ServiceError with the reason (fixtures fail, never skip).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ServiceError(RuntimeError):
+    """A real service could not be provided; the message says why and what to install."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "mlflow-operator"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,130 @@
+"""Session fixtures over the real services (registered in tests/conftest.py's ``pytest_plugins``).
+
+Fixtures (all fail with the reason, never skip, when a real part cannot be provided):
+- ``server_venv``: the server image's virtualenv (server-image/install.sh), a ``Venv``.
+- ``client_venv``: the stock `mlflow` client + scikit-learn, a ``Venv``.
+- ``postgres``: a running ``Postgres``; ``postgres.create_database()`` gives a fresh URI.
+- ``s3``: a running MinIO ``S3Server``; ``s3.create_bucket(name)``, ``s3.env()``.
+- ``pg_uri``: a fresh empty database URI on ``postgres``; ``migrated_pg_uri``: one migrated by
+  ``mlflow-entrypoint migrate``.
+- ``mlflow_server``: factory ``mlflow_server(env, name=...)`` -> ``ServerProc`` running
+  ``mlflow-entrypoint serve`` on 127.0.0.1 (healthy); stopped at the end of the test.
+- ``entrypoint``: ``entrypoint(subcommand, env)`` -> CompletedProcess (migrate, check, ...).
+- ``nginx``: factory ``nginx(default_upstream_port, routes={prefix: port}, **config)`` -> ``Nginx``.
+- ``client``: ``client(script, env, timeout)`` runs Python code in the client venv, returns
+  CompletedProcess; raises with the output if it fails.
+"""
+from __future__ import annotations
+
+import subprocess
+import textwrap
+
+import pytest
+
+from . import ServiceError
+from .mlflowproc import run_entrypoint, start_entrypoint
+from .nginx import Nginx
+from .postgres import Postgres
+from .s3 import S3Server
+from .venvs import client_venv as _client_venv
+from .venvs import server_venv as _server_venv
+
+
+def _provide(what: str, fn):
+    try:
+        return fn()
+    except ServiceError as e:
+        pytest.fail(f"{what} could not be provided: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def server_venv():
+    return _provide("the server image's virtualenv", _server_venv)
+
+
+@pytest.fixture(scope="session")
+def client_venv():
+    return _provide("the mlflow client virtualenv", _client_venv)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pg = _provide("PostgreSQL", lambda: Postgres().start())
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    server = _provide("the S3 server (MinIO)", lambda: S3Server().start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_uri(postgres):
+    return postgres.create_database()
+
+
+@pytest.fixture
+def entrypoint(server_venv, tmp_path):
+    def run(subcommand: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+        return run_entrypoint(server_venv, subcommand, env, tmp_path / "entrypoint", timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def migrated_pg_uri(pg_uri, entrypoint):
+    res = entrypoint("migrate", {"MLFLOW_OPERATOR_BACKEND_STORE_URI": pg_uri})
+    assert res.returncode == 0, f"migrate failed:\n{res.stdout}\n{res.stderr}"
+    return pg_uri
+
+
+@pytest.fixture
+def mlflow_server(server_venv, tmp_path):
+    started = []
+
+    def start(env: dict, name: str = "server", wait: bool = True, timeout: float = 180, port: int | None = None):
+        try:
+            proc = start_entrypoint(server_venv, env, tmp_path / name, wait=wait, timeout=timeout, name=name, port=port)
+        except ServiceError as e:
+            pytest.fail(f"mlflow-entrypoint serve ({name}) did not become healthy: {e}", pytrace=False)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture
+def nginx():
+    started = []
+
+    def start(default_upstream: int, routes: dict | None = None, **kw) -> Nginx:
+        ngx = _provide("NGINX", lambda: Nginx(default_upstream, routes, **kw).start())
+        started.append(ngx)
+        return ngx
+
+    yield start
+    for ngx in started:
+        ngx.stop()
+
+
+@pytest.fixture
+def client(client_venv, tmp_path):
+    def run(script: str, env: dict, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        workdir = tmp_path / "client"
+        workdir.mkdir(exist_ok=True)
+        full = {"PATH": f"{client_venv.path / 'bin'}:/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8",
+                "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet"}
+        full.update(env)
+        res = subprocess.run([str(client_venv.python), "-c", textwrap.dedent(script)], env=full, cwd=workdir,
+                             capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            pytest.fail(f"client script failed (exit {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}",
+                        pytrace=False)
+        return res
+
+    return run

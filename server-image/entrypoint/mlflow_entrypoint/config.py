@@ -1,0 +1,326 @@
+"""The env contract between the operator's pod spec and the server image.
+
+Every ``MLFLOW_OPERATOR_*`` value (and ``MLFLOW_FLASK_SERVER_SECRET_KEY``) may be given directly or
+as a file path in ``<NAME>_FILE`` (a Secret mounted as a file); giving both is an error.
+
+| env var | meaning |
+|---|---|
+| MLFLOW_OPERATOR_ROLE | ``tracking`` (default) or ``artifacts`` (``--artifacts-only``) |
+| MLFLOW_OPERATOR_BACKEND_STORE_URI | tracking DB URI: sqlite:////abs/path.db, postgresql://..., mysql://... |
+| MLFLOW_OPERATOR_REGISTRY_STORE_URI | optional separate model-registry DB URI |
+| MLFLOW_OPERATOR_SERVE_ARTIFACTS | ``true``/``false``: proxy artifacts or let clients write directly |
+| MLFLOW_OPERATOR_ARTIFACTS_DESTINATION | where proxied artifacts go (s3://, gs://, wasbs://, /data/..., http://...) |
+| MLFLOW_OPERATOR_DEFAULT_ARTIFACT_ROOT | direct mode: the URI clients write to themselves |
+| MLFLOW_OPERATOR_HOST / MLFLOW_OPERATOR_PORT | listen address (default 0.0.0.0 / 5000) |
+| MLFLOW_OPERATOR_WORKERS | uvicorn workers (default 2) |
+| MLFLOW_OPERATOR_ALLOWED_HOSTS | comma list for ``--allowed-hosts`` |
+| MLFLOW_OPERATOR_CORS_ALLOWED_ORIGINS | comma list for ``--cors-allowed-origins`` |
+| MLFLOW_OPERATOR_AUTH | ``none`` (default) or ``basic`` |
+| MLFLOW_OPERATOR_AUTH_DATABASE_URI | basic-auth DB URI |
+| MLFLOW_OPERATOR_ADMIN_USERNAME / _PASSWORD | basic-auth admin (password: 12+ characters) |
+| MLFLOW_OPERATOR_AUTH_CACHE_TTL_SECONDS | basic-auth credential cache (default 60; 0 disables) |
+| MLFLOW_FLASK_SERVER_SECRET_KEY | shared by all replicas; required with basic-auth |
+| MLFLOW_OPERATOR_EXPOSE_PROMETHEUS | ``true``: serve /metrics |
+| MLFLOW_OPERATOR_SCRATCH_DIR | writable dir (default /tmp): cwd, generated config, metrics |
+| MLFLOW_OPERATOR_KEEP_ALIVE_TIMEOUT | uvicorn keep-alive seconds |
+| MLFLOW_OPERATOR_BACKEND_WAIT_SECONDS | bound for waiting on the DB (default 60) |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .redact import redact, register_secret, register_uri
+
+PREFIX = "MLFLOW_OPERATOR_"
+SECRET_KEY_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+MIN_ADMIN_PASSWORD = 12  # MLflow's own password policy for the basic-auth admin
+DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "abfss", "http", "https", "file", "mlflow-artifacts")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid or contradictory; the message lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = [redact(p) for p in problems]
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def read_env(name: str, environ: dict[str, str] | None = None) -> str | None:
+    """The value of ``name``, or the content of the file named by ``<name>_FILE``; None if unset."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(name)
+    path = environ.get(name + "_FILE")
+    if value is not None and path is not None:
+        raise ConfigError([f"{name} and {name}_FILE are both set: set only one"])
+    if path is not None:
+        try:
+            value = Path(path).read_text().rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError([f"{name}_FILE: cannot read {path}: {e.strerror}"]) from None
+    if value is not None and value.strip() == "":
+        return None
+    return value
+
+
+@dataclass
+class Settings:
+    role: str = "tracking"
+    backend_store_uri: str | None = None
+    registry_store_uri: str | None = None
+    serve_artifacts: bool = True
+    artifacts_destination: str | None = None
+    default_artifact_root: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 5000
+    workers: int = 2
+    allowed_hosts: str | None = None
+    cors_allowed_origins: str | None = None
+    auth: str = "none"
+    auth_database_uri: str | None = None
+    admin_username: str | None = None
+    admin_password: str | None = None
+    auth_cache_ttl_seconds: int = 60
+    secret_key: str | None = None
+    expose_prometheus: bool = False
+    scratch_dir: Path = field(default_factory=lambda: Path("/tmp"))
+    keep_alive_timeout: int | None = None
+    backend_wait_seconds: float = 60.0
+
+    @property
+    def database_uris(self) -> list[tuple[str, str]]:
+        """(kind, uri) of every database this server uses: tracking, registry, auth."""
+        out: list[tuple[str, str]] = []
+        if self.backend_store_uri:
+            out.append(("tracking", self.backend_store_uri))
+        if self.registry_store_uri and self.registry_store_uri != self.backend_store_uri:
+            out.append(("registry", self.registry_store_uri))
+        if self.auth == "basic" and self.auth_database_uri:
+            out.append(("auth", self.auth_database_uri))
+        return out
+
+
+def _bool(name: str, raw: str | None, default: bool, problems: list[str]) -> bool:
+    if raw is None:
+        return default
+    v = raw.strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    problems.append(f"{name}={raw!r}: expected true or false")
+    return default
+
+
+def _int(name: str, raw: str | None, default, problems: list[str], minimum: int, maximum: int | None = None):
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r}: expected an integer")
+        return default
+    if v < minimum or (maximum is not None and v > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        problems.append(f"{name}={v}: must be {bound}")
+    return v
+
+
+def _check_db_uri(name: str, uri: str, problems: list[str]) -> None:
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    dialect, _, driver = scheme.partition("+")
+    if dialect not in DB_SCHEMES:
+        problems.append(
+            f"{name}: unsupported database URI scheme {scheme or uri!r}; "
+            "use sqlite:////absolute/path.db, postgresql://... or mysql://..."
+        )
+        return
+    if dialect in ("postgresql", "postgres") and driver not in ("", "psycopg2"):
+        problems.append(f"{name}: driver {driver!r} is not in the image; use postgresql:// (psycopg2)")
+    if dialect == "mysql" and driver not in ("", "pymysql"):
+        problems.append(f"{name}: driver {driver!r} is not in the image; use mysql:// (PyMySQL)")
+    if dialect == "sqlite":
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        if not path.startswith("/"):
+            problems.append(
+                f"{name}: SQLite needs an absolute path on a volume, e.g. sqlite:////data/mlflow.db "
+                "(a relative path would land in the container's working directory and be lost)"
+            )
+    elif not urlsplit(uri).hostname:
+        problems.append(f"{name}: no host in the database URI")
+
+
+def _check_artifact_uri(name: str, uri: str, problems: list[str]) -> None:
+    if uri.startswith("/"):
+        return
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    if scheme not in ARTIFACT_SCHEMES:
+        problems.append(
+            f"{name}: unsupported artifact URI {uri!r}; use s3://, gs://, wasbs://, http(s):// "
+            "or an absolute path"
+        )
+
+
+def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Settings:
+    """Read and validate the env contract. Raises ConfigError listing every problem found.
+
+    ``for_serving=False`` (migrate, wait-for-backend) checks only what a database job needs: the
+    database URIs, not the artifact settings or the basic-auth admin and secret key.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+
+    def get(suffix: str) -> str | None:
+        try:
+            return read_env(PREFIX + suffix, environ)
+        except ConfigError as e:
+            problems.extend(e.problems)
+            return None
+
+    s = Settings()
+    s.role = (get("ROLE") or "tracking").strip().lower()
+    s.backend_store_uri = get("BACKEND_STORE_URI")
+    s.registry_store_uri = get("REGISTRY_STORE_URI")
+    s.auth_database_uri = get("AUTH_DATABASE_URI")
+    for uri in (s.backend_store_uri, s.registry_store_uri, s.auth_database_uri):
+        register_uri(uri)
+    s.artifacts_destination = get("ARTIFACTS_DESTINATION")
+    s.default_artifact_root = get("DEFAULT_ARTIFACT_ROOT")
+    register_uri(s.artifacts_destination)
+    register_uri(s.default_artifact_root)
+    s.host = get("HOST") or s.host
+    s.port = _int(PREFIX + "PORT", get("PORT"), s.port, problems, 1, 65535)
+    s.workers = _int(PREFIX + "WORKERS", get("WORKERS"), s.workers, problems, 1, 64)
+    s.allowed_hosts = get("ALLOWED_HOSTS")
+    s.cors_allowed_origins = get("CORS_ALLOWED_ORIGINS")
+    s.auth = (get("AUTH") or "none").strip().lower()
+    s.admin_username = get("ADMIN_USERNAME")
+    s.admin_password = get("ADMIN_PASSWORD")
+    register_secret(s.admin_password)
+    s.auth_cache_ttl_seconds = _int(
+        PREFIX + "AUTH_CACHE_TTL_SECONDS", get("AUTH_CACHE_TTL_SECONDS"), s.auth_cache_ttl_seconds, problems, 0
+    )
+    try:
+        s.secret_key = read_env(SECRET_KEY_VAR, environ)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    register_secret(s.secret_key)
+    for var in ("AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING"):
+        register_secret(environ.get(var))
+    s.expose_prometheus = _bool(PREFIX + "EXPOSE_PROMETHEUS", get("EXPOSE_PROMETHEUS"), False, problems)
+    s.scratch_dir = Path(get("SCRATCH_DIR") or "/tmp")
+    s.keep_alive_timeout = _int(PREFIX + "KEEP_ALIVE_TIMEOUT", get("KEEP_ALIVE_TIMEOUT"), None, problems, 1)
+    wait = get("BACKEND_WAIT_SECONDS")
+    if wait is not None:
+        try:
+            s.backend_wait_seconds = float(wait)
+            if s.backend_wait_seconds < 0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{PREFIX}BACKEND_WAIT_SECONDS={wait!r}: expected a number of seconds >= 0")
+
+    serve_raw = get("SERVE_ARTIFACTS")
+    default_serve = not (s.role == "tracking" and s.default_artifact_root and not s.artifacts_destination)
+    s.serve_artifacts = _bool(PREFIX + "SERVE_ARTIFACTS", serve_raw, default_serve, problems)
+
+    # --- each value alone
+    if s.role not in ("tracking", "artifacts"):
+        problems.append(f"{PREFIX}ROLE={s.role!r}: expected tracking or artifacts")
+    if s.auth not in ("none", "basic"):
+        problems.append(f"{PREFIX}AUTH={s.auth!r}: expected none or basic")
+    for name, uri in (
+        ("BACKEND_STORE_URI", s.backend_store_uri),
+        ("REGISTRY_STORE_URI", s.registry_store_uri),
+        ("AUTH_DATABASE_URI", s.auth_database_uri),
+    ):
+        if uri:
+            _check_db_uri(PREFIX + name, uri, problems)
+    for name, uri in (
+        ("ARTIFACTS_DESTINATION", s.artifacts_destination),
+        ("DEFAULT_ARTIFACT_ROOT", s.default_artifact_root),
+    ):
+        if uri:
+            _check_artifact_uri(PREFIX + name, uri, problems)
+
+    # --- contradictions between values
+    if not for_serving:
+        if problems:
+            raise ConfigError(problems)
+        return s
+    if s.role == "artifacts":
+        for name, uri in (("BACKEND_STORE_URI", s.backend_store_uri), ("REGISTRY_STORE_URI", s.registry_store_uri)):
+            if uri:
+                problems.append(
+                    f"{PREFIX}ROLE=artifacts with {PREFIX}{name} set: an artifacts-only server has no "
+                    "database; remove one of them"
+                )
+        if serve_raw is not None and not s.serve_artifacts:
+            problems.append(
+                f"{PREFIX}ROLE=artifacts with {PREFIX}SERVE_ARTIFACTS=false: an artifacts-only server "
+                "exists to serve artifacts"
+            )
+        if not s.artifacts_destination:
+            problems.append(f"{PREFIX}ROLE=artifacts needs {PREFIX}ARTIFACTS_DESTINATION (where the artifacts go)")
+        if s.default_artifact_root:
+            problems.append(
+                f"{PREFIX}ROLE=artifacts with {PREFIX}DEFAULT_ARTIFACT_ROOT set: the default artifact "
+                "root belongs to the tracking server"
+            )
+        if s.auth == "basic":
+            problems.append(
+                f"{PREFIX}AUTH=basic with {PREFIX}ROLE=artifacts: MLflow's basic-auth checks artifact "
+                "permissions against the tracking database, which an artifacts-only server does not "
+                "have; enable basic-auth on the tracking server and route artifact traffic through it"
+            )
+    elif s.role == "tracking":
+        if not s.backend_store_uri:
+            problems.append(
+                f"{PREFIX}BACKEND_STORE_URI is required for the tracking role "
+                "(e.g. sqlite:////data/mlflow.db or a postgresql:// URI from a Secret)"
+            )
+        if s.serve_artifacts:
+            if not s.artifacts_destination:
+                problems.append(
+                    f"{PREFIX}SERVE_ARTIFACTS=true needs {PREFIX}ARTIFACTS_DESTINATION (otherwise MLflow "
+                    "would write artifacts into the container's scratch directory and lose them)"
+                )
+            if s.default_artifact_root and not s.default_artifact_root.startswith(("mlflow-artifacts:", "http")):
+                problems.append(
+                    f"{PREFIX}SERVE_ARTIFACTS=true with {PREFIX}DEFAULT_ARTIFACT_ROOT="
+                    f"{s.default_artifact_root}: proxied clients write through the server "
+                    "(mlflow-artifacts:/), not to the store directly; drop the default artifact root "
+                    "or set SERVE_ARTIFACTS=false"
+                )
+        else:
+            if s.artifacts_destination:
+                problems.append(
+                    f"{PREFIX}SERVE_ARTIFACTS=false with {PREFIX}ARTIFACTS_DESTINATION set: the "
+                    "destination is only used when the server proxies artifacts; set one or the other"
+                )
+            if not s.default_artifact_root:
+                problems.append(
+                    f"{PREFIX}SERVE_ARTIFACTS=false needs {PREFIX}DEFAULT_ARTIFACT_ROOT (the store "
+                    "clients write to directly)"
+                )
+    if s.auth == "basic":
+        if not s.secret_key:
+            problems.append(
+                f"{PREFIX}AUTH=basic needs {SECRET_KEY_VAR} (one value shared by every replica, from a Secret)"
+            )
+        if not s.auth_database_uri:
+            problems.append(f"{PREFIX}AUTH=basic needs {PREFIX}AUTH_DATABASE_URI")
+        if not s.admin_username:
+            problems.append(f"{PREFIX}AUTH=basic needs {PREFIX}ADMIN_USERNAME")
+        if not s.admin_password:
+            problems.append(f"{PREFIX}AUTH=basic needs {PREFIX}ADMIN_PASSWORD")
+        elif len(s.admin_password) < MIN_ADMIN_PASSWORD:
+            problems.append(
+                f"{PREFIX}ADMIN_PASSWORD is {len(s.admin_password)} characters long; MLflow requires "
+                f"at least {MIN_ADMIN_PASSWORD}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    return s

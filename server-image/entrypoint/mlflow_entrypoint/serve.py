@@ -1,0 +1,185 @@
+"""``serve``: check, then exec ``mlflow server`` with the flags of the configured scenario.
+
+Choices (each measured by bench/server.py, see the report in the repository's history):
+- ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless the environment sets it: the job runner and
+  its huey consumers are ~10 extra processes that a tracking server for teams does not use, and
+  the image leaves huey out.
+- uvicorn runs with ``--loop uvloop --http httptools``. With more than one worker, uvicorn binds the
+  listening socket itself with ``proto=0``; asyncio then never sets TCP_NODELAY on accepted
+  connections (it checks ``proto == IPPROTO_TCP``), so every keep-alive request after the first
+  waits ~40 ms for the client's delayed ACK (uvicorn issue 3149). uvloop's TCP transport sets
+  TCP_NODELAY on every accepted TCP connection whatever ``proto`` says, and httptools is the faster
+  parser on top. No patching of uvicorn, one documented option.
+- the backend URI reaches MLflow through ``MLFLOW_BACKEND_STORE_URI`` (never argv, which anyone
+  on the node can read in /proc), rewritten for the image's drivers with a connect timeout.
+- the working directory is the scratch dir: nothing MLflow writes by default (``./mlflow.db``,
+  ``./mlartifacts``) can land in a read-only or shared place.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from . import db
+from .config import PREFIX, SECRET_KEY_VAR, Settings
+
+log = logging.getLogger("mlflow_entrypoint")
+
+# MLflow's `server` command reads these from the environment when a flag is absent. Kubernetes
+# service links (a Service named `mlflow` gives MLFLOW_PORT=tcp://...) or a stray value must not
+# change what the entrypoint decided, so they are removed and the entrypoint's flags are explicit.
+_CONTROLLED_ENV = (
+    "MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_WORKERS", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_REGISTRY_STORE_URI",
+    "MLFLOW_DEFAULT_ARTIFACT_ROOT", "MLFLOW_SERVE_ARTIFACTS", "MLFLOW_ARTIFACTS_ONLY",
+    "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_GUNICORN_OPTS", "MLFLOW_UVICORN_OPTS", "MLFLOW_EXPOSE_PROMETHEUS",
+    "MLFLOW_SERVER_ALLOWED_HOSTS", "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "MLFLOW_AUTH_CONFIG_PATH",
+    "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "prometheus_multiproc_dir",
+    "PROMETHEUS_MULTIPROC_DIR", SECRET_KEY_VAR,
+)
+
+
+def uvicorn_opts(s: Settings) -> str:
+    opts = ["--loop", "uvloop", "--http", "httptools"]
+    if s.keep_alive_timeout:
+        opts += ["--timeout-keep-alive", str(s.keep_alive_timeout)]
+    return " ".join(opts)
+
+
+def _ini_value(value: str) -> str:
+    # MLflow reads the file with configparser's default interpolation: a literal % must be doubled
+    # (URL-encoded passwords contain %).
+    return value.replace("%", "%%")
+
+
+def write_auth_config(s: Settings) -> Path:
+    """The basic-auth config file, in the scratch dir (the image's own file is read-only).
+
+    The admin credentials stay out of the file (MLflow reads them from MLFLOW_AUTH_ADMIN_*); the auth
+    database URI must be in it (MLflow has no environment variable for it), so the file is 0600.
+    """
+    path = s.scratch_dir / "basic_auth.ini"
+    lines = [
+        "[mlflow]",
+        "default_permission = READ",
+        f"database_uri = {_ini_value(db.normalize_uri(s.auth_database_uri))}",
+        f"admin_username = {_ini_value(s.admin_username)}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        # Without the cache MLflow verifies the PBKDF2 password hash on every request (~200 ms of
+        # CPU each); a password change reaches the other workers within this many seconds.
+        f"auth_cache_ttl_seconds = {s.auth_cache_ttl_seconds}",
+        "auth_cache_max_size = 10000",
+    ]
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def build(s: Settings, environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` argv and environment for the settings (no side effects)."""
+    environ = dict(os.environ if environ is None else environ)
+    env = {
+        k: v
+        for k, v in environ.items()
+        if not k.startswith(PREFIX) and k not in _CONTROLLED_ENV
+        and not (k.endswith("_FILE") and k[: -len("_FILE")] == SECRET_KEY_VAR)
+    }
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    home = env.get("HOME")
+    if not home or not os.access(home, os.W_OK):
+        env["HOME"] = str(s.scratch_dir)
+
+    argv = [
+        "mlflow", "server",
+        "--host", s.host,
+        "--port", str(s.port),
+        "--workers", str(s.workers),
+        "--uvicorn-opts", uvicorn_opts(s),
+    ]
+    if s.role == "artifacts":
+        argv += ["--artifacts-only", "--serve-artifacts", "--artifacts-destination", s.artifacts_destination]
+    else:
+        env["MLFLOW_BACKEND_STORE_URI"] = db.normalize_uri(s.backend_store_uri)
+        if s.registry_store_uri:
+            env["MLFLOW_REGISTRY_STORE_URI"] = db.normalize_uri(s.registry_store_uri)
+        if s.serve_artifacts:
+            argv += ["--serve-artifacts", "--artifacts-destination", s.artifacts_destination]
+            if s.default_artifact_root:
+                argv += ["--default-artifact-root", s.default_artifact_root]
+        else:
+            argv += ["--no-serve-artifacts", "--default-artifact-root", s.default_artifact_root]
+    if s.allowed_hosts:
+        argv += ["--allowed-hosts", s.allowed_hosts]
+    if s.cors_allowed_origins:
+        argv += ["--cors-allowed-origins", s.cors_allowed_origins]
+    if s.expose_prometheus:
+        argv += ["--expose-prometheus", str(s.scratch_dir / "metrics")]
+    if s.secret_key:
+        env[SECRET_KEY_VAR] = s.secret_key
+    if s.auth == "basic":
+        argv += ["--app-name", "basic-auth"]
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(s.scratch_dir / "basic_auth.ini")
+        env["MLFLOW_AUTH_ADMIN_USERNAME"] = s.admin_username
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = s.admin_password
+    return argv, env
+
+
+def check_databases(s: Settings) -> None:
+    """Wait (bounded) for every database, then refuse unless each is at the image's schema head.
+
+    MLflow itself would create the schema on an empty database and the auth app would upgrade its
+    own; the operator's migration Job is the only place a schema changes, so serve never lets that
+    happen: it refuses an empty, older, newer or unversioned schema with the reason.
+    """
+    problems = []
+    for kind, uri in s.database_uris:
+        db.wait_for(uri, s.backend_wait_seconds)
+        status = db.status_of(uri, kind)
+        if not status.ok:
+            problems.append(status.explain(db.describe(uri)))
+    if problems:
+        raise db.BackendError("refusing to start: " + "; ".join(problems))
+
+
+def prepare_scratch(s: Settings) -> None:
+    s.scratch_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(s.scratch_dir, os.W_OK):
+        raise db.BackendError(f"scratch directory {s.scratch_dir} is not writable")
+    if s.expose_prometheus:
+        # prometheus_client's multiprocess files of a previous run (same emptyDir after a container
+        # restart) would be summed into the new counters.
+        shutil.rmtree(s.scratch_dir / "metrics", ignore_errors=True)
+        (s.scratch_dir / "metrics").mkdir()
+    if s.auth == "basic":
+        write_auth_config(s)
+
+
+def serve(s: Settings) -> None:
+    check_databases(s)
+    prepare_scratch(s)
+    argv, env = build(s)
+    exe = Path(sys.executable).with_name("mlflow")
+    if not exe.exists():
+        exe = Path(shutil.which("mlflow") or "mlflow")
+    log.info(
+        "starting: role=%s workers=%d artifacts=%s auth=%s on %s:%d",
+        s.role, s.workers,
+        ("proxied to " + s.artifacts_destination) if s.serve_artifacts else ("direct to " + str(s.default_artifact_root)),
+        s.auth, s.host, s.port,
+    )
+    if s.host in ("0.0.0.0", "::") and not s.allowed_hosts:
+        log.warning(
+            "MLFLOW_OPERATOR_ALLOWED_HOSTS is empty: MLflow then answers 403 'Invalid Host header' to "
+            "every request whose Host is not localhost, while /health keeps answering 200"
+        )
+    os.chdir(s.scratch_dir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(str(exe), [str(exe), *argv[1:]], env)
