@@ -104,7 +104,6 @@ def openapi_schema() -> dict[str, Any]:
         "UI) for a team: the operator creates its Deployment(s), Services, volume, Secrets, "
         "migration Job, Ingress or HTTPRoute and policies, and reports what it observes in "
         "status. Try `mlflow-operator render -f <file>` to see exactly what it will create.",
-        "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string", "description": "mlflow-operator.dev/v1alpha1"},
             "kind": {"type": "string", "description": "TrackingServer"},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import jsonschema
+
 import pytest
 import yaml
 
@@ -11,7 +13,8 @@ from mlflow_operator.api import SPEC_RULES, TrackingServerSpec
 from mlflow_operator.constants import CRD_FILENAME
 from mlflow_operator.crd import SchemaError, crd_yaml, custom_resource_definition, structural
 
-from .helpers import REPO, validate_manifest
+from .helpers import REPO, example_files, validate_manifest
+from .spec_cases import SCHEMA_CASES
 
 CRD_PATH = REPO / "crds" / CRD_FILENAME
 FORBIDDEN = {"$ref", "anyOf", "oneOf", "allOf", "not", "definitions", "$defs", "nullable"}
@@ -146,6 +149,27 @@ def test_schema_defaults_are_the_models_defaults():
     for name, prop in spec["properties"].items():
         if "default" in prop:
             assert TrackingServerSpec.model_validate({name: prop["default"]}).dump()[name] == model[name], name
+
+
+def crd_json_schema_validator():
+    """The CRD's OpenAPI schema read as JSON Schema (the x-kubernetes-* keywords are ignored):
+    an independent check that YAML accepted by the models is accepted by the CRD's schema."""
+    return jsonschema.Draft7Validator(openapi(custom_resource_definition()))
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_examples_match_the_crd_schema(path):
+    errors = list(crd_json_schema_validator().iter_errors(yaml.safe_load(path.read_text())))
+    assert errors == []
+
+
+@pytest.mark.parametrize("name", sorted(n for n, case in SCHEMA_CASES.items() if case[2] != "unknown field"))
+def test_crd_schema_refuses_what_the_models_refuse(name):
+    # (Unknown fields are left out: JSON Schema allows them, the API server prunes or refuses them.)
+    obj, path, _ = SCHEMA_CASES[name]
+    errors = list(crd_json_schema_validator().iter_errors(obj))
+    located = {".".join(str(p) for p in e.absolute_path) for e in errors}
+    assert located & {path, path.rsplit(".", 1)[0]}, f"the CRD schema does not refuse {path}: {located}"
 
 
 def lookup(schema: dict, field_path: str) -> dict:
