@@ -14,11 +14,10 @@ from typing import Any, TextIO
 import yaml
 
 from . import __version__
-from .api import InvalidTrackingServer
+from .api import InvalidTrackingServer, load_trackingserver
 from .constants import API_VERSION, KIND, MLFLOW_VERSION
 from .crd import crd_yaml, write_crd
 from .render import render, required_generated_secrets
-from .api import load_trackingserver
 
 EXIT_INVALID = 1
 EXIT_NOT_IMPLEMENTED = 2
@@ -110,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-n", "--namespace", help="namespace for TrackingServers that do not name one (default: default)")
     r.set_defaults(func=cmd_render)
     c = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it into a directory")
-    c.add_argument("-o", "--output", metavar="DIR", help=f"write DIR/<crd name>.yaml instead of printing")
+    c.add_argument("-o", "--output", metavar="DIR", help="write DIR/<crd name>.yaml instead of printing")
     c.set_defaults(func=cmd_crd)
     run = sub.add_parser("run", help="run the operator")
     run.set_defaults(func=cmd_run)

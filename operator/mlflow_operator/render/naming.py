@@ -13,7 +13,11 @@ MIGRATION = "migration"
 
 
 def tracking_name(ts: TrackingServer) -> str:
-    """The main Deployment and the client-facing Service, ServiceAccount, Ingress, ..."""
+    """The main Deployment and the client-facing Service, ServiceAccount, Ingress, ...
+
+    The main Deployment's pods are component `tracking` in every mode, ArtifactsOnly included
+    (where MLFLOW_OPERATOR_ROLE says `artifacts`): Deployment selectors are immutable, so a change
+    of mode must not change them."""
     return ts.name
 
 
