@@ -103,15 +103,15 @@ class Postgres:
         """The URI as a user writes it (``postgresql://``, no driver): the entrypoint picks the driver."""
         return f"postgresql://{quote(self.user)}:{quote(self.password, safe='')}@{self.host}:{self.port}/{dbname}"
 
-    def create_database(self, name: str | None = None) -> str:
-        """A fresh, empty database; returns its URI."""
+    def create_database(self, name: str | None = None, template: str | None = None) -> str:
+        """A fresh database (empty, or a copy of ``template``: instant); returns its URI."""
         import psycopg2
 
         name = name or "db_" + uuid.uuid4().hex[:12]
         conn = psycopg2.connect(**self.connect_kwargs("postgres"))
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         conn.close()
         return self.uri(name)
 

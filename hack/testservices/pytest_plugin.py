@@ -74,11 +74,21 @@ def entrypoint(server_venv, tmp_path):
     return run
 
 
+@pytest.fixture(scope="session")
+def _migrated_template(postgres, server_venv, tmp_path_factory):
+    """One database migrated by `mlflow-entrypoint migrate` per session; tests get copies of it."""
+    uri = postgres.create_database("migrated_template")
+    res = run_entrypoint(server_venv, "migrate", {"MLFLOW_OPERATOR_BACKEND_STORE_URI": uri},
+                         tmp_path_factory.mktemp("template"))
+    if res.returncode != 0:
+        pytest.fail(f"mlflow-entrypoint migrate failed on a fresh database:\n{res.stdout}\n{res.stderr}", pytrace=False)
+    return "migrated_template"
+
+
 @pytest.fixture
-def migrated_pg_uri(pg_uri, entrypoint):
-    res = entrypoint("migrate", {"MLFLOW_OPERATOR_BACKEND_STORE_URI": pg_uri})
-    assert res.returncode == 0, f"migrate failed:\n{res.stdout}\n{res.stderr}"
-    return pg_uri
+def migrated_pg_uri(postgres, _migrated_template):
+    """A fresh database at the image's schema head (a copy of the session's migrated template)."""
+    return postgres.create_database(template=_migrated_template)
 
 
 @pytest.fixture

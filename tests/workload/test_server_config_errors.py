@@ -24,7 +24,7 @@ CASES = {
     "direct without root": ({O + "BACKEND_STORE_URI": PG, O + "SERVE_ARTIFACTS": "false"}, ["needs MLFLOW_OPERATOR_DEFAULT_ARTIFACT_ROOT"]),
     "relative sqlite": ({O + "BACKEND_STORE_URI": "sqlite:///mlflow.db", O + "ARTIFACTS_DESTINATION": S3}, ["absolute path"]),
     "unknown db scheme": ({O + "BACKEND_STORE_URI": "mongodb://u:Sup3r-Secret-Pw@h/db", O + "ARTIFACTS_DESTINATION": S3},
-                          ["unsupported database URI scheme"]),
+                          ["unsupported backend URI scheme"]),
     "driver not in image": ({O + "BACKEND_STORE_URI": PG.replace("postgresql:", "postgresql+psycopg:"), O + "ARTIFACTS_DESTINATION": S3},
                             ["driver 'psycopg' is not in the image"]),
     "bad workers": ({O + "BACKEND_STORE_URI": PG, O + "ARTIFACTS_DESTINATION": S3, O + "WORKERS": "many"}, ["WORKERS='many'"]),

@@ -6,7 +6,7 @@ as a file path in ``<NAME>_FILE`` (a Secret mounted as a file); giving both is a
 | env var | meaning |
 |---|---|
 | MLFLOW_OPERATOR_ROLE | ``tracking`` (default) or ``artifacts`` (``--artifacts-only``) |
-| MLFLOW_OPERATOR_BACKEND_STORE_URI | tracking DB URI: sqlite:////abs/path.db, postgresql://..., mysql://... |
+| MLFLOW_OPERATOR_BACKEND_STORE_URI | tracking DB URI: sqlite:////abs/path.db, postgresql://..., mysql://..., or file:///abs/dir (file store) |
 | MLFLOW_OPERATOR_REGISTRY_STORE_URI | optional separate model-registry DB URI |
 | MLFLOW_OPERATOR_SERVE_ARTIFACTS | ``true``/``false``: proxy artifacts or let clients write directly |
 | MLFLOW_OPERATOR_ARTIFACTS_DESTINATION | where proxied artifacts go (s3://, gs://, wasbs://, /data/..., http://...) |
@@ -38,6 +38,7 @@ PREFIX = "MLFLOW_OPERATOR_"
 SECRET_KEY_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 MIN_ADMIN_PASSWORD = 12  # MLflow's own password policy for the basic-auth admin
 DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+FILE_STORE = "file"  # scenario 1: MLflow's file store on a volume (no database, no migrations)
 ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "abfss", "http", "https", "file", "mlflow-artifacts")
 
 
@@ -92,11 +93,12 @@ class Settings:
 
     @property
     def database_uris(self) -> list[tuple[str, str]]:
-        """(kind, uri) of every database this server uses: tracking, registry, auth."""
+        """(kind, uri) of every database this server uses: tracking, registry, auth (file stores excluded)."""
         out: list[tuple[str, str]] = []
-        if self.backend_store_uri:
+        if self.backend_store_uri and not is_file_store(self.backend_store_uri):
             out.append(("tracking", self.backend_store_uri))
-        if self.registry_store_uri and self.registry_store_uri != self.backend_store_uri:
+        if (self.registry_store_uri and self.registry_store_uri != self.backend_store_uri
+                and not is_file_store(self.registry_store_uri)):
             out.append(("registry", self.registry_store_uri))
         if self.auth == "basic" and self.auth_database_uri:
             out.append(("auth", self.auth_database_uri))
@@ -129,13 +131,22 @@ def _int(name: str, raw: str | None, default, problems: list[str], minimum: int,
     return v
 
 
-def _check_db_uri(name: str, uri: str, problems: list[str]) -> None:
+def is_file_store(uri: str | None) -> bool:
+    return bool(uri) and uri.startswith(FILE_STORE + ":")
+
+
+def _check_db_uri(name: str, uri: str, problems: list[str], file_ok: bool = False) -> None:
+    if file_ok and is_file_store(uri):
+        if not uri.startswith("file:///"):
+            problems.append(f"{name}: the file store needs an absolute path on a volume, e.g. file:///data/mlruns")
+        return
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     dialect, _, driver = scheme.partition("+")
     if dialect not in DB_SCHEMES:
         problems.append(
-            f"{name}: unsupported database URI scheme {scheme or uri!r}; "
-            "use sqlite:////absolute/path.db, postgresql://... or mysql://..."
+            f"{name}: unsupported backend URI scheme {scheme or uri!r}; "
+            "use sqlite:////absolute/path.db, postgresql://..., mysql://..."
+            + (" or file:///absolute/dir" if file_ok else "")
         )
         return
     if dialect in ("postgresql", "postgres") and driver not in ("", "psycopg2"):
@@ -237,13 +248,21 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
         ("AUTH_DATABASE_URI", s.auth_database_uri),
     ):
         if uri:
-            _check_db_uri(PREFIX + name, uri, problems)
+            _check_db_uri(PREFIX + name, uri, problems, file_ok=name != "AUTH_DATABASE_URI")
     for name, uri in (
         ("ARTIFACTS_DESTINATION", s.artifacts_destination),
         ("DEFAULT_ARTIFACT_ROOT", s.default_artifact_root),
     ):
         if uri:
             _check_artifact_uri(PREFIX + name, uri, problems)
+
+    for name, uri in (("BACKEND_STORE_URI", s.backend_store_uri), ("REGISTRY_STORE_URI", s.registry_store_uri)):
+        if is_file_store(uri) and environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+            problems.append(
+                f"{PREFIX}{name}={uri}: MLflow 3.18 keeps the file store in maintenance mode and refuses "
+                "it unless MLFLOW_ALLOW_FILE_STORE=true is set; prefer sqlite:////data/mlflow.db "
+                "(`mlflow migrate-filestore` moves existing data)"
+            )
 
     # --- contradictions between values
     if not for_serving:

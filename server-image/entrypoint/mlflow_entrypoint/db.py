@@ -40,6 +40,8 @@ def normalize_uri(uri: str) -> str:
     """
     parts = urlsplit(uri)
     scheme = parts.scheme
+    if not scheme.startswith(("postgres", "mysql")):
+        return uri  # sqlite:////abs/path and file:///dir pass unchanged (urlunsplit would drop a slash)
     if scheme in ("postgresql", "postgres"):
         scheme = "postgresql+psycopg2"
     elif scheme == "mysql":
