@@ -60,7 +60,7 @@ def _ready(c: Cluster) -> tuple[bool, str]:
 
 
 def _teardown(c: Cluster) -> list[str]:
-    killed = stop_all(list(reversed(c.processes)))
+    killed = stop_all(c.processes)
     left = [f"{p.name}({p.pid})" for p in c.processes if group_members(p.pid)]
     if left:
         raise ClusterError(f"processes still running after stop: {', '.join(left)}")

@@ -6,6 +6,7 @@ token key pair is separate. ECDSA P-256 keeps generation to milliseconds.
 """
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ class CertificateAuthority:
         ext.write_text("\n".join(lines) + "\n")
         _openssl(
             "x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
-            "-CAcreateserial", "-out", str(crt), "-days", str(days), "-sha256", "-extfile", str(ext),
+            "-set_serial", str(secrets.randbits(126) | 1 << 125), "-out", str(crt), "-days", str(days), "-sha256", "-extfile", str(ext),
             cwd=self.dir,
         )
         csr.unlink(missing_ok=True)
@@ -90,9 +91,9 @@ class CertificateAuthority:
 
 
 def service_account_keys(directory: Path) -> KeyPair:
-    """RSA key pair that signs and verifies service-account tokens (cert = public key PEM)."""
+    """ECDSA P-256 key pair that signs (ES256) and verifies service-account tokens
+    (`cert` is the public key PEM)."""
     key, pub = directory / "sa.key", directory / "sa.pub"
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key), cwd=directory)
-    key.chmod(0o600)
+    _ec_key(key)
     _openssl("pkey", "-in", str(key), "-pubout", "-out", str(pub), cwd=directory)
     return KeyPair(pub, key)

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+from concurrent.futures import ThreadPoolExecutor
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -287,7 +288,7 @@ class Cluster:
             shutil.rmtree(self._sa_dir, ignore_errors=True)
         if not self.owned:
             return
-        killed = stop_all(list(reversed(self.processes)))
+        killed = stop_all(self.processes)
         if killed:
             _log(f"had to SIGKILL: {', '.join(killed)}")
         left = [p.pid for p in self.processes if group_members(p.pid)]
@@ -415,11 +416,11 @@ def start(
         _install_handlers()
         _LIVE.append(cluster)
     try:
-        _start(cluster, bin_dir, workdir, fake_nodes, timeout, detached, log)
+        phases = _start(cluster, bin_dir, workdir, fake_nodes, timeout, detached, log)
     except BaseException as exc:
         logs_hint = f" (logs kept in {logs})"
         try:
-            stop_all(list(reversed(cluster.processes)))
+            stop_all(cluster.processes)
         finally:
             cluster._stopped = True
             if cluster in _LIVE:
@@ -429,27 +430,50 @@ def start(
         if isinstance(exc, (certs.CertError, OSError)):
             raise ClusterError(f"could not start the control plane: {exc}{logs_hint}") from exc
         raise
-    log(f"control plane ready in {time.monotonic() - t0:.1f}s: {cluster.server} (kubeconfig {cluster.kubeconfig})")
+    detail = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
+    log(f"control plane ready in {time.monotonic() - t0:.1f}s ({detail}): {cluster.server} (kubeconfig {cluster.kubeconfig})")
     return cluster
 
 
 def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str, ...], timeout: float,
-           detached: bool, log: Log) -> None:
+           detached: bool, log: Log) -> dict[str, float]:
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = now - mark
+        mark = now
+
     pki = workdir / "pki"
     ca = certs.CertificateAuthority(pki)
-    serving = ca.issue(
-        "apiserver", "kube-apiserver", client=False,
-        server_sans=("IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
-                     "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local"),
-    )
-    admin = ca.issue("admin", "kubernetes-admin", ("system:masters",))
-    kubelet_client = ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
-    cm_cert = ca.issue("controller-manager", "system:kube-controller-manager")
-    sched_cert = ca.issue("scheduler", "system:kube-scheduler")
-    kwok_cert = ca.issue("kwok", "kwok-controller", ("system:masters",))
-    sa = certs.service_account_keys(pki)
+    front_proxy_ca = certs.CertificateAuthority(pki / "front-proxy", "localcluster-front-proxy-ca")
+    # openssl runs are independent once the CA exists: issue them concurrently.
+    jobs = {
+        "serving": lambda: ca.issue(
+            "apiserver", "kube-apiserver", client=False,
+            server_sans=("IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+                         "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+                         "DNS:kubernetes.default.svc.cluster.local"),
+        ),
+        "admin": lambda: ca.issue("admin", "kubernetes-admin", ("system:masters",)),
+        "kubelet_client": lambda: ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
+        "cm": lambda: ca.issue("controller-manager", "system:kube-controller-manager"),
+        "sched": lambda: ca.issue("scheduler", "system:kube-scheduler"),
+        "kwok": lambda: ca.issue("kwok", "kwok-controller", ("system:masters",)),
+        "sa": lambda: certs.service_account_keys(pki),
+        "front_proxy": lambda: front_proxy_ca.issue("front-proxy-client", "front-proxy-client"),
+    }
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {k: pool.submit(fn) for k, fn in jobs.items()}
+        made = {k: f.result() for k, f in futures.items()}
+    serving, admin, kubelet_client = made["serving"], made["admin"], made["kubelet_client"]
+    cm_cert, sched_cert, kwok_cert, sa = made["cm"], made["sched"], made["kwok"], made["sa"]
+    front_proxy = made["front_proxy"]
     cluster.ca, cluster.admin_cert = ca, admin
 
+    phase("certs")
     etcd_port, peer_port, api_port, cm_port, sched_port = (free_port() for _ in range(5))
     server = f"https://127.0.0.1:{api_port}"
     cluster._server = server
@@ -484,11 +508,19 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         f"--service-account-issuer={ISSUER}", f"--service-account-key-file={sa.cert}",
         f"--service-account-signing-key-file={sa.key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # Endpoints may not hold loopback addresses: keep the `kubernetes` Service without
+        # Endpoints rather than log a validation error every few seconds.
+        "--endpoint-reconciler-type=none",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,"
         "DefaultTolerationSeconds,NodeRestriction,PodSecurity,Priority,ResourceQuota,RuntimeClass,"
         "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
         "--allow-privileged=true",
+        # Aggregation layer (front proxy), as in a kubeadm cluster.
+        f"--requestheader-client-ca-file={front_proxy_ca.cert}", "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={front_proxy.cert}", f"--proxy-client-key-file={front_proxy.key}",
         "--profiling=false", "--v=1",
     ])
     api = _Api(server, ca.cert, admin)
@@ -512,6 +544,10 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
                 )
             time.sleep(0.1)
 
+    # The others need the API server's bootstrap (RBAC roles, the extension-apiserver-authentication
+    # ConfigMap) and exit without it: start them once /readyz passes.
+    wait("kube-apiserver /readyz", lambda: api.request("GET", "/readyz")[0] == 200, apiserver)
+    phase("etcd+apiserver")
     cm = launch("kube-controller-manager", [
         b("kube-controller-manager"),
         f"--kubeconfig={kc['controller-manager']}",
@@ -538,7 +574,6 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         f"--manage-nodes-with-annotation-selector={kwok_stages.FAKE_NODE_ANNOTATION}={kwok_stages.FAKE_NODE_ANNOTATION_VALUE}",
         f"--cidr={POD_CIDR}", f"--node-ip={FAKE_NODE_IP}", "--node-lease-duration-seconds=40",
     ])
-    wait("kube-apiserver /readyz", lambda: api.request("GET", "/readyz")[0] == 200, apiserver)
     for node in fake_nodes:
         status, body = api.request("POST", "/api/v1/nodes", kwok_stages.fake_node_manifest(node))
         if status not in (200, 201, 409):
@@ -550,6 +585,7 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         lambda: api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
         cm,
     )
+    phase("controllers")
 
     def nodes_ready() -> bool:
         for node in fake_nodes:
@@ -562,3 +598,5 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         return True
 
     wait(f"fake node(s) {', '.join(fake_nodes)} Ready (kwok)", nodes_ready, kwok)
+    phase("nodes")
+    return phases

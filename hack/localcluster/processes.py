@@ -115,9 +115,21 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-def stop_all(processes: list[Process], timeout: float = 15.0) -> list[str]:
-    """SIGTERM every group (in the order given), wait up to `timeout`, SIGKILL what is left.
+def stop_all(processes: list[Process], timeout: float = 10.0) -> list[str]:
+    """Stop in tiers: every process but kube-apiserver and etcd first (its clients), then
+    kube-apiserver, then etcd, so nothing hangs waiting for a backend already gone. Each tier:
+    SIGTERM the process groups, wait up to `timeout`, SIGKILL what is left.
     Returns the names that needed SIGKILL."""
+    last = ("kube-apiserver", "etcd")
+    tiers = [[p for p in processes if p.name not in last]] + [[p for p in processes if p.name == n] for n in last]
+    killed: list[str] = []
+    for tier in tiers:
+        if tier:
+            killed += _stop_tier(tier, timeout)
+    return killed
+
+
+def _stop_tier(processes: list[Process], timeout: float) -> list[str]:
     for p in processes:
         p.signal_group(signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -137,8 +149,7 @@ def stop_all(processes: list[Process], timeout: float = 15.0) -> list[str]:
                 p.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        else:
-            end = time.monotonic() + 5
-            while time.monotonic() < end and group_members(p.pid):
-                time.sleep(0.05)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and group_members(p.pid):
+            time.sleep(0.05)
     return killed

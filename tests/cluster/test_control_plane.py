@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -417,6 +421,45 @@ def test_second_cluster_starts_and_stops_leaving_no_process(cluster):
     assert not workdir.exists()
     second.stop()  # idempotent
     print(f"second cluster start-to-ready: {started:.1f}s")
+
+
+_CHILD = """
+import json, sys, time
+import localcluster
+c = localcluster.start(timeout=90)
+print(json.dumps({"pids": [p.pid for p in c.processes], "workdir": str(c.workdir)}), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupted_session_leaves_no_process(cluster, sig):
+    """Ctrl-C (SIGINT) and SIGTERM stop the cluster through the handlers/atexit; even SIGKILL of
+    the starting process takes its children down (PR_SET_PDEATHSIG)."""
+    if not cluster.owned:
+        pytest.skip("only for the local control plane")
+    hack = Path(localcluster.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(hack))
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, start_new_session=True)
+    try:
+        line = child.stdout.readline()
+        assert line, f"child did not start a cluster: {child.stderr.read()[-3000:]}"
+        info = json.loads(line)
+        pids = info["pids"]
+        assert len(pids) == 5 and all(group_members(pid) for pid in pids)
+        child.send_signal(sig)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    wait_for(f"every control-plane process to exit after {sig.name}",
+             lambda: not any(group_members(pid) for pid in pids), timeout=30)
+    if sig != signal.SIGKILL:
+        assert not Path(info["workdir"]).exists(), "temp dir left behind after a clean stop"
+    else:
+        shutil.rmtree(info["workdir"], ignore_errors=True)
 
 
 def test_existing_cluster_errors_are_clear(tmp_path: Path):
