@@ -20,7 +20,6 @@ from .crd import crd_yaml, write_crd
 from .render import render, required_generated_secrets
 
 EXIT_INVALID = 1
-EXIT_NOT_IMPLEMENTED = 2
 
 
 class CliError(Exception):
@@ -95,9 +94,9 @@ def cmd_crd(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    print("mlflow-operator run: reconciliation is not implemented yet (it comes with the "
-          "reconciliation issue); use `render` to see the manifests.", file=err)
-    return EXIT_NOT_IMPLEMENTED
+    from .controller.main import run  # Kopf is imported only by the operator itself
+
+    return run(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -111,7 +110,10 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it into a directory")
     c.add_argument("-o", "--output", metavar="DIR", help="write DIR/<crd name>.yaml instead of printing")
     c.set_defaults(func=cmd_crd)
-    run = sub.add_parser("run", help="run the operator")
+    run = sub.add_parser("run", help="run the operator (Kopf): reconcile TrackingServers in the cluster")
+    from .controller.main import add_arguments
+
+    add_arguments(run)
     run.set_defaults(func=cmd_run)
     return p
 

@@ -5,10 +5,6 @@ import argparse
 import logging
 import os
 
-import kopf
-
-from . import metrics
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
@@ -28,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from . import metrics
+
     kopf.configure(
         debug=args.log_level == "debug",
         quiet=args.log_level == "warning",
