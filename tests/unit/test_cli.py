@@ -1,4 +1,4 @@
-"""The `mlflow-operator` command: render, crd, run."""
+"""The `mlflow-operator` command: render and crd (`run`, the operator, is tested with the controller)."""
 from __future__ import annotations
 
 import io
@@ -101,11 +101,6 @@ def test_crd_prints_and_writes(tmp_path):
     assert code == 0 and out == crd_yaml()
     code, _, err = run("crd", "--output", str(tmp_path / "crds"))
     assert code == 0 and (tmp_path / "crds" / CRD_FILENAME).read_text() == crd_yaml()
-
-
-def test_run_is_not_implemented_yet():
-    code, _, err = run("run")
-    assert code == 2 and "not implemented" in err
 
 
 def test_console_script_exit_code():
