@@ -30,6 +30,10 @@ from .venvs import client_venv as _client_venv
 from .venvs import server_venv as _server_venv
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes-long workload test (e.g. a 200 MB artifact); deselect with -m 'not slow'")
+
+
 def _provide(what: str, fn):
     try:
         return fn()

@@ -1,0 +1,313 @@
+"""`make bench-server`: our entrypoint's configuration vs plain `mlflow server` defaults, on one PostgreSQL.
+
+Both servers run in turn (never at once: 2 cores) against their own database on the same real
+PostgreSQL, on 127.0.0.1. For each: time to /health, log_batch throughput (100 metrics per call),
+log_metric latency p50/p99 (8 client threads), resident memory of the whole process tree after the
+load (RSS sum, and PSS where the kernel reports it) and the size of the Python environment. Then the
+ratios against the targets of the server-image issue. Every loop is bounded in count and in time.
+
+    .venv/bin/python bench/server.py [--threads 8] [--seconds 20] [--no-auth]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+
+import requests  # noqa: E402
+
+from testservices._util import free_port, stop  # noqa: E402
+from testservices.mlflowproc import base_env, run_entrypoint  # noqa: E402
+from testservices.postgres import Postgres  # noqa: E402
+from testservices.venvs import client_venv, du, server_venv  # noqa: E402
+
+TARGETS = {
+    "throughput": 1.5,  # log_batch/s >= 1.5x stock
+    "p50_ms": 10.0,  # log_metric p50 <= 10 ms with 2+ workers
+    "rss": 1 / 3,  # RSS after load <= 1/3 of stock
+    "health": 1 / 2,  # time to /health <= 1/2 of stock
+    "env_mb": 400,  # environment size
+}
+
+
+@dataclass
+class Result:
+    name: str
+    workers: int
+    health_s: float = 0.0
+    batch_per_s: float = 0.0
+    batch_calls: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    p50_1t_ms: float = 0.0
+    metric_calls: int = 0
+    rss_mb: float = 0.0
+    pss_mb: float | None = None
+    procs: int = 0
+    env_mb: float = 0.0
+    errors: list = field(default_factory=list)
+
+
+def tree(pid: int) -> list[int]:
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        out.append(p)
+        try:
+            frontier.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def memory(pid: int) -> tuple[float, float | None, int]:
+    rss = pss = 0
+    have_pss = True
+    pids = tree(pid)
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1])
+        except OSError:
+            continue
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            have_pss = False
+    return rss / 1024, (pss / 1024 if have_pss else None), len(pids)
+
+
+def wait_health(url: str, proc: subprocess.Popen, timeout: float = 300) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return time.monotonic() - t0
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("no /health within the bound")
+
+
+def run_threads(n: int, seconds: float, max_calls: int, fn) -> tuple[list[float], int, float, list[str]]:
+    """n threads call fn(session) until max_calls in total or `seconds` pass; returns latencies (s)."""
+    lock = threading.Lock()
+    lat: list[float] = []
+    errors: list[str] = []
+    count = [0]
+    deadline = time.monotonic() + seconds
+
+    def worker():
+        s = requests.Session()
+        while time.monotonic() < deadline:
+            with lock:
+                if count[0] >= max_calls:
+                    return
+                count[0] += 1
+            t = time.perf_counter()
+            try:
+                r = fn(s)
+                ok = r.status_code == 200
+            except requests.RequestException as e:
+                ok, r = False, e
+            dt = time.perf_counter() - t
+            with lock:
+                if ok:
+                    lat.append(dt)
+                elif len(errors) < 5:
+                    errors.append(str(getattr(r, "text", r))[:200])
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 60)
+    return lat, count[0], time.monotonic() - t0, errors
+
+
+def load(url: str, res: Result, threads: int, seconds: float, auth=None) -> None:
+    s = requests.Session()
+    s.auth = auth
+    exp = s.post(url + "/api/2.0/mlflow/experiments/create", json={"name": "bench-" + uuid.uuid4().hex[:8]}, timeout=30)
+    exp.raise_for_status()
+    run_ids = []
+    for _ in range(threads):
+        r = s.post(url + "/api/2.0/mlflow/runs/create", json={"experiment_id": exp.json()["experiment_id"]}, timeout=30)
+        r.raise_for_status()
+        run_ids.append(r.json()["run"]["info"]["run_id"])
+    step = iter(range(10**9))
+
+    def batch(sess):
+        sess.auth = auth
+        i = next(step)
+        return sess.post(url + "/api/2.0/mlflow/runs/log-batch", timeout=30, json={
+            "run_id": run_ids[i % threads],
+            "metrics": [{"key": f"m{k}", "value": float(i), "timestamp": 1_700_000_000_000 + i, "step": i}
+                        for k in range(100)],
+        })
+
+    def metric(sess):
+        sess.auth = auth
+        i = next(step)
+        return sess.post(url + "/api/2.0/mlflow/runs/log-metric", timeout=30, json={
+            "run_id": run_ids[i % threads], "key": "loss", "value": float(i),
+            "timestamp": 1_700_000_000_000 + i, "step": i,
+        })
+
+    run_threads(threads, 5, 4 * threads, metric)  # warm-up: every worker has its connections
+    lat, calls, elapsed, errors = run_threads(threads, seconds, 2000, batch)
+    res.batch_calls, res.batch_per_s = len(lat), len(lat) / elapsed
+    res.errors += errors
+    # one client thread: the per-request latency without queueing (a delayed-ACK stall shows as ~40 ms)
+    lat, calls, elapsed, errors = run_threads(1, seconds / 2, 500, metric)
+    res.errors += errors
+    if lat:
+        res.p50_1t_ms = statistics.median(lat) * 1000
+    lat, calls, elapsed, errors = run_threads(threads, seconds, 4000, metric)
+    res.metric_calls = len(lat)
+    res.errors += errors
+    if lat:
+        lat.sort()
+        res.p50_ms = statistics.median(lat) * 1000
+        res.p99_ms = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+
+
+def measure(name: str, cmd: list[str], env: dict, cwd: Path, port: int, workers: int, env_mb: float,
+            threads: int, seconds: float, log: Path, auth=None) -> Result:
+    res = Result(name, workers, env_mb=env_mb)
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        res.health_s = wait_health(url, proc)
+        load(url, res, threads, seconds, auth)
+        time.sleep(1)
+        res.rss_mb, res.pss_mb, res.procs = memory(proc.pid)
+    except Exception as e:
+        res.errors.append(f"{type(e).__name__}: {e}; log {log}")
+    finally:
+        stop(proc, timeout=30)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=20, help="bound of each load phase")
+    ap.add_argument("--no-auth", action="store_true", help="skip the basic-auth configuration")
+    args = ap.parse_args()
+
+    print("preparing: server venv, client venv (stock mlflow), PostgreSQL ...", flush=True)
+    sv, cv = server_venv(), client_venv()
+    ours_mb, stock_mb = du(sv.site_packages) / 1e6, du(cv.site_packages) / 1e6
+    pg = Postgres().start()
+    work = Path(tempfile.mkdtemp(prefix="mlflow-op-bench-"))
+    results = []
+    try:
+        # --- stock: `mlflow server` with its defaults (4 workers, job execution on), full mlflow install.
+        stock_db = pg.create_database("bench_stock")
+        port = free_port()
+        env = {**base_env(cv, work), "MLFLOW_DISABLE_TELEMETRY": "true"}
+        (work / "stock").mkdir()
+        cmd = [str(cv.bin("mlflow")), "server", "--backend-store-uri",
+               stock_db.replace("postgresql://", "postgresql+psycopg2://"), "--host", "127.0.0.1", "--port", str(port)]
+        print("stock mlflow server ...", flush=True)
+        results.append(measure("stock `mlflow server`", cmd, env, work / "stock", port, 4, stock_mb,
+                               args.threads, args.seconds, work / "stock.log"))
+
+        # --- ours: mlflow-entrypoint serve with its defaults, on a database migrated by `migrate`.
+        configs = [("mlflow-entrypoint serve", {})]
+        if not args.no_auth:
+            configs.append(("  + basic-auth", "auth"))
+        for name, extra in configs:
+            db = pg.create_database()
+            port = free_port()
+            env = {"MLFLOW_OPERATOR_BACKEND_STORE_URI": db, "MLFLOW_OPERATOR_ARTIFACTS_DESTINATION": str(work / "artifacts")}
+            auth = None
+            if extra == "auth":
+                user, pw = "admin", "bench-" + uuid.uuid4().hex
+                env.update({"MLFLOW_OPERATOR_AUTH": "basic", "MLFLOW_OPERATOR_AUTH_DATABASE_URI": pg.create_database(),
+                            "MLFLOW_OPERATOR_ADMIN_USERNAME": user, "MLFLOW_OPERATOR_ADMIN_PASSWORD": pw,
+                            "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex})
+                auth = (user, pw)
+            t0 = time.monotonic()
+            mig = run_entrypoint(sv, "migrate", env, work / f"mig-{port}")
+            if mig.returncode != 0:
+                print(mig.stdout, mig.stderr, file=sys.stderr)
+                return 1
+            print(f"{name.strip()}: migrate took {time.monotonic() - t0:.1f}s (not counted in time to /health)", flush=True)
+            full = {**base_env(sv, work), "MLFLOW_OPERATOR_HOST": "127.0.0.1", "MLFLOW_OPERATOR_PORT": str(port),
+                    "MLFLOW_OPERATOR_SCRATCH_DIR": str(work / f"scratch-{port}"), **env}
+            (work / f"scratch-{port}").mkdir()
+            results.append(measure(name, [str(sv.bin("mlflow-entrypoint")), "serve"], full, work, port, 2,
+                                   ours_mb, args.threads, args.seconds, work / f"ours-{port}.log", auth))
+    finally:
+        pg.stop()
+
+    report(results, args)
+    return 0 if not any(r.errors for r in results) else 1
+
+
+def report(results: list[Result], args) -> None:
+    print()
+    load1 = os.getloadavg()[0]
+    print(f"MLflow server benchmark: PostgreSQL 15 on 127.0.0.1, {args.threads} client threads, "
+          f"each phase bounded to {args.seconds:g}s, {os.cpu_count()} cores, load average {load1:.1f}")
+    print("columns: p50 1thr = log_metric p50 with one client thread; metric p50/p99 = with all threads; "
+          "batch/s = log_batch calls of 100 metrics per second")
+    hdr = f"{'configuration':<26}{'workers':>8}{'/health s':>10}{'batch/s':>9}{'p50 1thr':>9}{'metric p50':>11}{'p99 ms':>8}" \
+          f"{'RSS MB':>8}{'PSS MB':>8}{'procs':>6}{'env MB':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        pss = f"{r.pss_mb:.0f}" if r.pss_mb is not None else "n/a"
+        print(f"{r.name:<26}{r.workers:>8}{r.health_s:>10.1f}{r.batch_per_s:>9.1f}{r.p50_1t_ms:>9.1f}{r.p50_ms:>11.1f}{r.p99_ms:>8.1f}"
+              f"{r.rss_mb:>8.0f}{pss:>8}{r.procs:>6}{r.env_mb:>8.0f}")
+    for r in results:
+        for e in r.errors:
+            print(f"  ! {r.name}: {e}")
+    stock, ours = results[0], results[1]
+    if not (stock.batch_per_s and ours.batch_per_s and stock.rss_mb and stock.health_s):
+        return
+    print()
+    print("ratios (ours / stock) against the targets")
+    rows = [
+        ("log_batch throughput", f"{ours.batch_per_s / stock.batch_per_s:.2f}x", f">= {TARGETS['throughput']}x",
+         ours.batch_per_s / stock.batch_per_s >= TARGETS["throughput"]),
+        ("log_metric p50", f"{ours.p50_ms:.1f} ms (stock {stock.p50_ms:.1f})", f"<= {TARGETS['p50_ms']:g} ms",
+         ours.p50_ms <= TARGETS["p50_ms"]),
+        ("log_metric p99", f"{ours.p99_ms:.1f} ms (stock {stock.p99_ms:.1f})", "<= stock", ours.p99_ms <= stock.p99_ms),
+        ("RSS after load", f"{ours.rss_mb / stock.rss_mb:.2f}", f"<= {TARGETS['rss']:.2f}", ours.rss_mb / stock.rss_mb <= TARGETS["rss"]),
+        ("time to /health", f"{ours.health_s / stock.health_s:.2f}", f"<= {TARGETS['health']:.2f}",
+         ours.health_s / stock.health_s <= TARGETS["health"]),
+        ("environment size", f"{ours.env_mb:.0f} MB (stock {stock.env_mb:.0f})", f"< {TARGETS['env_mb']} MB",
+         ours.env_mb < TARGETS["env_mb"]),
+    ]
+    if ours.pss_mb and stock.pss_mb:
+        rows.insert(4, ("PSS after load", f"{ours.pss_mb / stock.pss_mb:.2f}", "(info)", True))
+    if len(results) > 2 and results[2].p50_ms:
+        a = results[2]
+        rows.append(("basic-auth log_metric p50", f"{a.p50_ms:.1f} ms", f"<= {TARGETS['p50_ms']:g} ms", a.p50_ms <= TARGETS["p50_ms"]))
+    for name, value, target, ok in rows:
+        print(f"  {name:<28}{value:<30}{target:<12}{'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
