@@ -182,7 +182,10 @@ class Cluster:
         cmd = [str(self.kubectl_path()), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args]
         text = not isinstance(input, bytes)
         try:
-            proc = subprocess.run(cmd, input=input, capture_output=True, text=text, timeout=timeout)
+            proc = subprocess.run(
+                cmd, input=input, capture_output=True, text=text, timeout=timeout,
+                stdin=subprocess.DEVNULL if input is None else None,  # never an interactive prompt
+            )
         except subprocess.TimeoutExpired as exc:
             raise ClusterError(f"kubectl {' '.join(args)} did not finish within {timeout:.0f}s") from exc
         if check and proc.returncode != 0:

@@ -24,7 +24,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 import localcluster
-from localcluster.processes import group_members
+from localcluster.processes import free_port, group_members
 
 FAIL = localcluster.FAIL_ANNOTATION
 NOT_READY = localcluster.NOT_READY_ANNOTATION
@@ -466,13 +466,14 @@ def test_existing_cluster_errors_are_clear(tmp_path: Path):
     with pytest.raises(localcluster.ClusterError, match="does not exist"):
         localcluster.existing(tmp_path / "missing.kubeconfig")
     bad = tmp_path / "bad.kubeconfig"
-    bad.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1"}}],
-                               "users": [{"name": "x", "user": {}}], "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
+    closed = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    bad.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "x", "cluster": {"server": closed}}],
+                               "users": [{"name": "x", "user": {"token": "not-checked"}}], "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
                                "current-context": "x"}))
     c = localcluster.existing(bad)
     with pytest.raises(localcluster.KubectlError) as err:
         c.kubectl("get", "--raw", "/readyz", timeout=30)
-    assert "connection refused" in str(err.value).lower() or "unable to connect" in str(err.value).lower()
+    assert "was refused" in str(err.value) and closed.removeprefix("https://") in str(err.value)
     c.stop()  # never stops a cluster it did not start
 
 
