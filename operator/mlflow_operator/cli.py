@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from . import __version__
+from . import __version__, yamlio
 from .api import InvalidTrackingServer, load_trackingserver
 from .constants import API_VERSION, KIND, MLFLOW_VERSION
 from .crd import crd_yaml, write_crd
@@ -80,7 +80,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO
     for ts, manifests in rendered:
         for manifest in manifests:
             out.write(f"---\n# Source: {KIND} {ts.namespace}/{ts.name}\n")
-            out.write(yaml.safe_dump(manifest, sort_keys=False, width=120))
+            out.write(yamlio.dump(manifest, sort_keys=False, width=120))
     return 0
 
 

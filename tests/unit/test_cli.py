@@ -113,3 +113,13 @@ def test_console_script_exit_code():
     good = subprocess.run(command + ["render", "-f", str(EXAMPLES / "02-sqlite.yaml")],
                           capture_output=True, text=True, timeout=60)
     assert good.returncode == 0 and "kind: Deployment" in good.stdout
+
+
+def test_output_quotes_strings_kubectl_would_read_as_booleans():
+    """kubectl's YAML reader takes a bare y/n for a boolean; a Secret key named "y" must stay a string."""
+    obj = make({"podTemplate": {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "y"}}},
+                                             {"name": "N", "value": "n"}]}})
+    code, out, _ = run("render", "-f", "-", stdin=yaml.safe_dump(obj))
+    assert code == 0
+    assert "key: 'y'" in out and "value: 'n'" in out
+    assert render(obj) == [d for d in yaml.safe_load_all(out)]
