@@ -10,11 +10,11 @@ import time
 
 import pytest
 import yaml
-
+from mlflow_operator import yamlio
 from mlflow_operator.api import RULES_BY_NAME, load_trackingserver
 from mlflow_operator.constants import CRD_FILENAME, CRD_NAME
-from mlflow_operator import yamlio
 from mlflow_operator.render import render
+
 from tests.unit.helpers import DATABASE, REPO, example_files, make, pod_templates
 from tests.unit.spec_cases import BAD_NAMES, RULE_CASES, SCHEMA_CASES, VALID_SPECS
 

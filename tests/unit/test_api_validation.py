@@ -3,14 +3,12 @@ the field (the same rules and messages the CRD's CEL gives the API server)."""
 from __future__ import annotations
 
 import pytest
-
+import yaml
 from mlflow_operator.api import RULES_BY_NAME, SPEC_RULES, InvalidTrackingServer, load_trackingserver
 from mlflow_operator.api.spec import TrackingServerSpec
 
 from .helpers import example_files, make
 from .spec_cases import BAD_NAMES, RULE_CASES, SCHEMA_CASES, VALID_SPECS
-
-import yaml
 
 
 @pytest.mark.parametrize("name", sorted(VALID_SPECS))

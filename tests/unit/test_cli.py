@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import yaml
-
 from mlflow_operator.cli import main
 from mlflow_operator.constants import CRD_FILENAME
 from mlflow_operator.crd import crd_yaml

@@ -5,10 +5,8 @@ from __future__ import annotations
 import copy
 
 import jsonschema
-
 import pytest
 import yaml
-
 from mlflow_operator.api import SPEC_RULES, TrackingServerSpec
 from mlflow_operator.constants import CRD_FILENAME
 from mlflow_operator.crd import SchemaError, crd_yaml, custom_resource_definition, structural

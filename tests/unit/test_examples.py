@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from mlflow_operator.api import load_trackingserver
 from mlflow_operator.render import render, required_generated_secrets
 from mlflow_operator.render.pod import referenced_secrets

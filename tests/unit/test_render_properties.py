@@ -8,7 +8,7 @@ import secrets as stdlib_secrets
 import kubernetes_validate
 import pytest
 import yaml
-
+from mlflow_operator.api import load_trackingserver
 from mlflow_operator.constants import CONFIG_HASH_ANNOTATION, RETENTION_ANNOTATION
 from mlflow_operator.render import (
     RenderContext,
@@ -19,10 +19,9 @@ from mlflow_operator.render import (
     secret_data_hash,
     status_selector,
 )
-from mlflow_operator.api import load_trackingserver
 from mlflow_operator.render.ingress import nginx_size
 
-from .helpers import example_files, validate_manifest, load_example, make, of_kind, one, pod_templates, restricted_violations
+from .helpers import example_files, load_example, make, of_kind, one, pod_templates, restricted_violations, validate_manifest
 from .spec_cases import VALID_SPECS
 
 ALL_INPUTS = {p.name: yaml.safe_load(p.read_text()) for p in example_files()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 
 import pytest
-
 from mlflow_operator.constants import CONFIG_HASH_ANNOTATION, DEFAULT_IMAGE
 from mlflow_operator.render import RenderContext, render
 

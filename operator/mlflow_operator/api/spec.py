@@ -10,8 +10,8 @@ from typing import Any, Literal, Union
 
 from pydantic import Field
 
-from ..constants import DEFAULT_IMAGE, MLFLOW_VERSION
-from .base import DNS_SUBDOMAIN, ApiModel, LocalObjectReference, SecretKeySelector, SecretValue, section
+from ..constants import DEFAULT_IMAGE
+from .base import DNS_SUBDOMAIN, ApiModel, LocalObjectReference, SecretValue, section
 
 # Object store URIs MLflow reads and writes artifacts with: bucket or container is required.
 OBJECT_STORE_URI = r"^(s3|gs|wasbs|abfss)://[^/?#\s]+(/[^\s]*)?$"
@@ -622,5 +622,3 @@ class TrackingServerSpec(ApiModel):
         "included. Databases and object stores outside the cluster are never touched.",
     )
 
-
-__all__ = ["TrackingServerSpec", "MLFLOW_VERSION", "SecretKeySelector"]
