@@ -285,8 +285,15 @@ def test_split_httproute_routes_artifact_api_to_artifacts_pods():
         assert e["MLFLOW_OPERATOR_AUTH_DATABASE_URI"] == ("secret", "db", "auth-uri")
         assert e["MLFLOW_FLASK_SERVER_SECRET_KEY"] == ("secret", "cv-flask-secret-key", "secret-key")
         assert e["MLFLOW_OPERATOR_CORS_ALLOWED_ORIGINS"] == "https://mlflow.example.com,http://mlflow.example.com"
-    assert env(container(one(out, "Deployment", "cv-artifacts")))["AZURE_STORAGE_ACCESS_KEY"] == ("secret", "az", "key")
-    assert "AZURE_STORAGE_ACCESS_KEY" not in env(container(one(out, "Deployment", "cv")))
+    artifacts_env = env(container(one(out, "Deployment", "cv-artifacts")))
+    metadata_env = env(container(one(out, "Deployment", "cv")))
+    assert artifacts_env["AZURE_STORAGE_ACCESS_KEY"] == ("secret", "az", "key")
+    assert "AZURE_STORAGE_ACCESS_KEY" not in metadata_env
+    # The metadata pods' artifact client logs in to the artifacts pods (they check auth too).
+    assert metadata_env["MLFLOW_TRACKING_USERNAME"] == ("secret", "cv-admin", "username")
+    assert metadata_env["MLFLOW_TRACKING_PASSWORD"] == ("secret", "cv-admin", "password")
+    assert "MLFLOW_TRACKING_PASSWORD" not in artifacts_env
+    assert "MLFLOW_TRACKING_PASSWORD" not in env(container(one(render(load_example("07-split.yaml")), "Deployment", "recsys")))
 
 
 def test_split_with_local_destination_mounts_the_volume_on_artifacts_pods_only():

@@ -98,21 +98,37 @@ def auth_database_env(ts: TrackingServer) -> Env:
     return [value("MLFLOW_OPERATOR_AUTH_DATABASE_URI", EMBEDDED_AUTH_DB_URI)]
 
 
+def _admin_secret(ts: TrackingServer) -> tuple[str, str, str]:
+    """(Secret, username key, password key) of the basic-auth admin."""
+    ref = ts.spec.auth.admin_secret_ref
+    if ref:
+        return ref.name, ref.username_key, ref.password_key
+    return naming.admin_secret_name(ts), ADMIN_USERNAME_KEY, ADMIN_PASSWORD_KEY
+
+
 def _auth_env(ts: TrackingServer) -> Env:
     if not d.basic_auth(ts.spec):
         return [value("MLFLOW_OPERATOR_AUTH", "none")]
-    ref = ts.spec.auth.admin_secret_ref
-    secret, user_key, password_key = (
-        (ref.name, ref.username_key, ref.password_key)
-        if ref
-        else (naming.admin_secret_name(ts), ADMIN_USERNAME_KEY, ADMIN_PASSWORD_KEY)
-    )
+    secret, user_key, password_key = _admin_secret(ts)
     return [
         value("MLFLOW_OPERATOR_AUTH", "basic"),
         *auth_database_env(ts),
         from_secret_key("MLFLOW_OPERATOR_ADMIN_USERNAME", secret, user_key),
         from_secret_key("MLFLOW_OPERATOR_ADMIN_PASSWORD", secret, password_key),
         from_secret_key("MLFLOW_FLASK_SERVER_SECRET_KEY", naming.flask_secret_name(ts), FLASK_SECRET_KEY),
+    ]
+
+
+def _split_artifacts_client_env(ts: TrackingServer) -> Env:
+    """Split mode with basic auth: the artifacts pods check credentials too, so the metadata pods'
+    artifact client (MLflow's HttpArtifactRepository, which reads MLflow's own client variables)
+    logs in as the admin. Users' permissions were already checked by the metadata pod."""
+    if not d.basic_auth(ts.spec):
+        return []
+    secret, user_key, password_key = _admin_secret(ts)
+    return [
+        from_secret_key("MLFLOW_TRACKING_USERNAME", secret, user_key),
+        from_secret_key("MLFLOW_TRACKING_PASSWORD", secret, password_key),
     ]
 
 
@@ -199,7 +215,9 @@ def tracking_env(ts: TrackingServer) -> Env:
             value("MLFLOW_OPERATOR_ARTIFACTS_DESTINATION", d.artifacts_destination(spec)),
         ]
     env += _network_env(ts) + _auth_env(ts)
-    if mode != "Split":  # Direct too: the web UI reads artifacts through the server
+    if mode == "Split":
+        env += _split_artifacts_client_env(ts)
+    else:  # Direct too: the web UI reads artifacts through the server
         env += storage_credentials_env(ts)
     return env + _extra_env(ts)
 
