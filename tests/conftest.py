@@ -15,6 +15,8 @@ TIERS = ("unit", "cluster", "workload")
 # Shared fixtures from hack/ (on sys.path through pytest's `pythonpath`).
 pytest_plugins: list[str] = [
     "testservices.pytest_plugin",
+    "localcluster.pytest_plugin",
+    "tests.operator_fixtures",
 ]
 
 

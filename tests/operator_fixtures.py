@@ -202,7 +202,12 @@ def apply_object(cluster, obj: dict[str, Any]) -> None:
 
 def owned_children(cluster, namespace: str, instance: str) -> set[tuple[str, str]]:
     kinds = "deployments,services,serviceaccounts,jobs,ingresses,networkpolicies,poddisruptionbudgets,horizontalpodautoscalers,secrets,persistentvolumeclaims"
-    items = get_json(cluster, kinds, "-n", namespace, "-l", f"app.kubernetes.io/instance={instance}")["items"]
+    selector = f"app.kubernetes.io/instance={instance}"
+    items = get_json(cluster, kinds, "-n", namespace, "-l", selector)["items"]
+    for optional in ("httproutes.gateway.networking.k8s.io", "servicemonitors.monitoring.coreos.com"):
+        proc = cluster.kubectl("get", optional, "-n", namespace, "-l", selector, "-o", "json", check=False)
+        if proc.returncode == 0:  # served only when the CRD is installed
+            items += json.loads(proc.stdout)["items"]
     return {(i["kind"], i["metadata"]["name"]) for i in items}
 
 

@@ -23,6 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=["debug", "info", "warning"], default="info")
 
 
+class _QuietEventHandlers(logging.Filter):
+    """Our watch-event handlers only wake a reconcile loop; a log line per event would drown the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (record.levelno <= logging.INFO and message.startswith("Handler '") and message.endswith("succeeded."))
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -35,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         log_refkey="object",
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(_QuietEventHandlers())
     from . import handlers  # noqa: F401 - registers the handlers
 
     if args.metrics_port:

@@ -22,12 +22,14 @@ def needs_migration_job(ts: TrackingServer) -> bool:
 
 
 def migration_digest(ts: TrackingServer) -> str:
-    """What decides whether migrations must run again: the image and the databases."""
-    payload = {"image": naming.image(ts), "env": environment.external_migration_env(ts)}
+    """What decides whether migrations must run again: the image, the databases, and the rest of
+    the Job's pod template. Job templates are immutable, so any change there needs a new Job (and
+    name); a failed Job is retried with a new name as soon as the spec that made it fail changes."""
+    payload = {"image": naming.image(ts), "env": environment.external_migration_env(ts), "pod": _pod_template(ts)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def migration_job(ts: TrackingServer) -> dict[str, Any]:
+def _pod_template(ts: TrackingServer) -> dict[str, Any]:
     spec = ts.spec
     resources = spec.resources.dump()
     init = []
@@ -39,16 +41,24 @@ def migration_job(ts: TrackingServer) -> dict[str, Any]:
     migrate = container(ts, "migrate", "migrate", environment.external_migration_env(ts), resources,
                         volume_mounts(False, False))
     pod = pod_spec(ts, [migrate], init, volumes(ts, False, False), restart_policy="Never")
+    metadata: dict[str, Any] = {"labels": naming.labels(ts, naming.MIGRATION)}
+    if ts.spec.pod_template.annotations:
+        # The same pod annotations as the servers' pods (sidecar injection, network policies, ...).
+        metadata["annotations"] = dict(sorted(ts.spec.pod_template.annotations.items()))
+    return {"metadata": metadata, "spec": pod}
+
+
+def migration_job(ts: TrackingServer) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": naming.object_meta(ts, naming.migration_job_name(ts, migration_digest(ts)), naming.MIGRATION),
         "spec": {
-            "backoffLimit": 4,
+            # One retry: the wait-for-backend init container already rides out a database that is
+            # starting; a migration that fails twice needs a person (the reason is in the status),
+            # and the operator retries a failed migration later by itself.
+            "backoffLimit": 1,
             "activeDeadlineSeconds": 1800,
-            "template": {
-                "metadata": {"labels": naming.labels(ts, naming.MIGRATION)},
-                "spec": pod,
-            },
+            "template": _pod_template(ts),
         },
     }
