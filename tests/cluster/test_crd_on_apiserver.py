@@ -6,6 +6,8 @@ its pods admitted by the `restricted` Pod Security Standard."""
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 
 import pytest
@@ -36,6 +38,27 @@ def crd(cluster):
         time.sleep(0.2)
 
 
+@pytest.fixture(scope="module")
+def ns(crd):
+    """One namespace for the whole module (a namespace per test costs more than the test): every
+    object gets a name of its own. Pods are checked against the `restricted` Pod Security Standard."""
+    name = f"t-crd-{secrets.token_hex(3)}"
+    crd.kubectl("create", "namespace", name)
+    crd.kubectl("label", "namespace", name, "mlflow-operator.dev/test=true",
+                "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest")
+    deadline = time.monotonic() + 30
+    while crd.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"namespace {name}: no default ServiceAccount within 30s"
+        time.sleep(0.1)
+    yield name
+    crd.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+def object_name(case: str) -> str:
+    """A valid TrackingServer name for a test case."""
+    return re.sub(r"[^a-z0-9]+", "-", case.lower())[:40].strip("-")
+
+
 def in_namespace(obj: dict, namespace: str) -> dict:
     obj = json.loads(json.dumps(obj))
     obj["metadata"]["namespace"] = namespace
@@ -53,8 +76,8 @@ def test_the_api_server_accepts_the_crd(crd):
 
 
 @pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
-def test_examples_are_accepted_and_defaulted_like_the_models(crd, namespace, path):
-    obj = in_namespace(yaml.safe_load(path.read_text()), namespace)
+def test_examples_are_accepted_and_defaulted_like_the_models(crd, ns, path):
+    obj = in_namespace(yaml.safe_load(path.read_text()), ns)
     result = create(crd, obj)
     assert result.returncode == 0, result.stderr
     stored = json.loads(result.stdout)
@@ -63,15 +86,15 @@ def test_examples_are_accepted_and_defaulted_like_the_models(crd, namespace, pat
 
 
 @pytest.mark.parametrize("name", sorted(VALID_SPECS))
-def test_valid_specs_are_accepted(crd, namespace, name):
-    result = create(crd, make(VALID_SPECS[name], namespace=namespace))
+def test_valid_specs_are_accepted(crd, ns, name):
+    result = create(crd, make(VALID_SPECS[name], name=object_name(f"valid-{name}"), namespace=ns))
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("name", sorted(RULE_CASES))
-def test_invalid_specs_are_refused_with_the_rules_message(crd, namespace, name):
+def test_invalid_specs_are_refused_with_the_rules_message(crd, ns, name):
     spec, expected = RULE_CASES[name]
-    result = create(crd, make(spec, namespace=namespace))
+    result = create(crd, make(spec, name=object_name(name), namespace=ns))
     assert result.returncode != 0, f"the API server accepted {name}"
     for rule_name in expected:
         rule = RULES_BY_NAME[rule_name]
@@ -80,22 +103,25 @@ def test_invalid_specs_are_refused_with_the_rules_message(crd, namespace, name):
 
 
 @pytest.mark.parametrize("name", sorted(BAD_NAMES))
-def test_bad_names_are_refused(crd, namespace, name):
-    result = create(crd, make({}, name=BAD_NAMES[name], namespace=namespace))
+def test_bad_names_are_refused(crd, ns, name):
+    result = create(crd, make({}, name=BAD_NAMES[name], namespace=ns))
     assert result.returncode != 0
     if name != "uppercase":  # not even a valid object name: the generic check answers first
         assert RULES_BY_NAME["name-format"].message in result.stderr
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMA_CASES))
-def test_schema_errors_name_the_field(crd, namespace, name):
+def test_schema_errors_name_the_field(crd, ns, name):
     obj, path, _ = SCHEMA_CASES[name]
-    result = create(crd, in_namespace(obj, namespace))
+    obj = in_namespace(obj, ns)
+    obj["metadata"]["name"] = object_name(name)
+    result = create(crd, obj)
     assert result.returncode != 0, f"the API server accepted {name}"
     assert path in result.stderr or path.rsplit(".", 1)[0] in result.stderr, result.stderr
 
 
-def test_scale_subresource_obeys_the_rules(crd, namespace):
+def test_scale_subresource_obeys_the_rules(crd, ns):
+    namespace = ns
     assert create(crd, make({}, name="embedded", namespace=namespace)).returncode == 0
     refused = crd.kubectl("scale", "-n", namespace, "trackingserver/embedded", "--replicas=2", check=False)
     assert refused.returncode != 0
@@ -107,7 +133,8 @@ def test_scale_subresource_obeys_the_rules(crd, namespace):
     assert replicas.stdout == "3"
 
 
-def test_kubectl_explain_and_columns(crd, namespace):
+def test_kubectl_explain_and_columns(crd, ns):
+    namespace = ns
     explain = crd.kubectl("explain", "trackingservers.spec.artifacts.mode")
     assert "Proxied (default): the server stores artifacts" in explain.stdout
     assert create(crd, make({}, name="shown", namespace=namespace)).returncode == 0
@@ -123,18 +150,13 @@ def restricted_cluster(crd):
     return crd
 
 
-def enforce_restricted(cluster, namespace: str) -> None:
-    cluster.kubectl("label", "namespace", namespace, "--overwrite",
-                    "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest")
-
-
 RENDER_INPUTS = {p.name: yaml.safe_load(p.read_text()) for p in example_files()}
-RENDER_INPUTS.update({f"spec:{name}": make(spec) for name, spec in VALID_SPECS.items()})
+RENDER_INPUTS.update({f"spec:{name}": make(spec, name=object_name(f"r-{name}")) for name, spec in VALID_SPECS.items()})
 
 
 @pytest.mark.parametrize("name", sorted(RENDER_INPUTS))
-def test_rendered_manifests_are_accepted_and_pods_admitted_as_restricted(restricted_cluster, namespace, name):
-    enforce_restricted(restricted_cluster, namespace)
+def test_rendered_manifests_are_accepted_and_pods_admitted_as_restricted(restricted_cluster, ns, name):
+    namespace = ns
     manifests = render(in_namespace(RENDER_INPUTS[name], namespace))
     stream = yamlio.dump_all(manifests)  # as `mlflow-operator render` prints them
     result = restricted_cluster.kubectl("create", "--dry-run=server", "-f", "-", input=stream, check=False)
@@ -153,10 +175,10 @@ def test_rendered_manifests_are_accepted_and_pods_admitted_as_restricted(restric
     assert result.returncode == 0, result.stderr
 
 
-def test_restricted_enforcement_is_active(restricted_cluster, namespace):
+def test_restricted_enforcement_is_active(restricted_cluster, ns):
     """The control for the test above: a privileged pod is refused in the same setup."""
-    enforce_restricted(restricted_cluster, namespace)
-    manifests = render(make({}, namespace=namespace))
+    namespace = ns
+    manifests = render(make({}, name="privileged", namespace=namespace))
     restricted_cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(manifests[0]))  # the ServiceAccount
     _, pod = pod_templates(manifests)[0]
     pod = json.loads(json.dumps(pod))
