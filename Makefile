@@ -4,7 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-unit test-cluster test-workload crd render bench bench-server cluster-up cluster-down
+.PHONY: demo setup system-deps test test-unit test-cluster test-workload crd render bench bench-server cluster-up cluster-down
+
+# The README's first command: the operator against your cluster, or a render of the quickstart.
+demo: setup
+	hack/demo
 
 setup: $(VENV)/.installed
 
