@@ -1,0 +1,357 @@
+"""Fixtures of the end-to-end tier (tests/workload/test_e2e_*.py): from a TrackingServer to a working
+MLflow endpoint on the real control plane.
+
+Shared for the session (2 cores: one of each): the local control plane (`cluster`), the operator
+(`operator_process`, with the chart's RBAC), the volume provisioner, PostgreSQL (`postgres`), MinIO
+(`s3`), the pod runner (`pod_runner`: a real Node whose pods run as processes, see podrunner/), the
+NGINX ingress controller stand-in (`ingress_nginx`) and a test CA (`test_ca`).
+
+Per test: `e2e` (an `E2E` helper on a fresh namespace) applies an examples/ manifest with kubectl,
+adapted only where the test must point at its own services: the runner node (podTemplate.nodeSelector
+and tolerations), Secrets holding the test PostgreSQL's URIs and MinIO's keys, the S3 endpoint, and
+TLS Secrets from the test CA.
+
+Clients. `e2e.client(script, env)` runs Python in the stock-mlflow client virtualenv as an in-cluster
+client would run: in its own mount namespace whose /etc/hosts maps the Ingress hosts to the ingress
+controller's address and the Service names to the Services (podrunner/network.py). So
+MLFLOW_TRACKING_URI is the TrackingServer's status.url, verbatim (https://<ingress host> or
+http://<svc>.<ns>.svc:5000); TLS is verified against the test CA (MLFLOW_TRACKING_SERVER_CERT_PATH).
+Nothing is patched inside the client.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from localcluster.certs import CertificateAuthority
+from testservices import REPO, ServiceError, cache_dir
+from testservices._util import file_lock
+from testservices.postgres import Postgres
+from testservices.venvs import SERVER_IMAGE, Venv, _hash, _py_id, _run, _tree_hash, base_python
+from tests.operator_fixtures import EXAMPLES, condition, get_json, wait_for, wait_for_conditions
+
+from . import podrunner
+from .podrunner import IngressController, ImageStore, Kube, PodRunner, RUNNER_LABEL
+
+NSEXEC = str(Path(podrunner.__file__).with_name("nsexec.py"))
+
+IMAGE_REPOSITORY = "ghcr.io/mlflow-operator/mlflow-server"
+# The release before the pinned one: the upgrade test starts on it (its schema head differs).
+PREVIOUS_MLFLOW = "3.17.2"
+ARTIFACTS_DIR = REPO / "test-artifacts" / "e2e"
+INGRESS_ADDRESS = "127.80.0.1"
+
+
+def pinned_mlflow() -> str:
+    from mlflow_operator.constants import MLFLOW_VERSION
+
+    return MLFLOW_VERSION
+
+
+# ---- server virtualenvs: "the image built for MLflow X" ------------------------------------------
+
+def server_venv_for(version: str) -> Venv:
+    """The server image's environment with MLflow `version`: server-image/install.sh run on a copy of
+    server-image/ whose lock pins that MLflow (what building the Dockerfile with that pin installs).
+    Cached like testservices' venvs (keyed by the lock, install.sh, the entrypoint and the Python)."""
+    lock = (SERVER_IMAGE / "requirements.lock").read_text()
+    pinned = [line for line in lock.splitlines() if line.startswith("mlflow==")]
+    if len(pinned) != 1:
+        raise ServiceError("server-image/requirements.lock must pin mlflow exactly once")
+    lock = lock.replace(pinned[0], f"mlflow=={version}")
+    key = _hash(lock.encode(), (SERVER_IMAGE / "install.sh").read_bytes(), _py_id())
+    path = cache_dir() / "venvs" / f"server-mlflow-{version}-{key}"
+    entrypoint_marker = path / f".entrypoint-{_tree_hash(SERVER_IMAGE / 'entrypoint')}"
+    log = cache_dir() / "venvs" / f"server-mlflow-{version}.log"
+    with file_lock(cache_dir() / "venvs" / f".server-mlflow-{version}.lock"):
+        complete = (path / ".complete").exists()
+        if complete and entrypoint_marker.exists():
+            return Venv(path)
+        tmp = Path(cache_dir() / "build" / f"server-image-{version}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(SERVER_IMAGE, tmp, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        (tmp / "requirements.lock").write_text(lock)
+        try:
+            if not complete:
+                shutil.rmtree(path, ignore_errors=True)
+                secs = _run(["bash", str(tmp / "install.sh"), str(path)], f"install.sh (MLflow {version})", log,
+                            {"PYTHON": base_python()})
+                (path / ".install-seconds").write_text(f"{secs:.1f}\n")
+                (path / ".complete").touch()
+            else:  # only the entrypoint changed: reinstall it (seconds), as testservices does
+                _run(["bash", str(tmp / "install.sh"), "--entrypoint-only", str(path)],
+                     f"install.sh --entrypoint-only (MLflow {version})", log, {"PYTHON": base_python()})
+            for old in path.glob(".entrypoint-*"):
+                old.unlink()
+            entrypoint_marker.touch()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Venv(path)
+
+
+# ---- session fixtures -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory) -> CertificateAuthority:
+    return CertificateAuthority(tmp_path_factory.mktemp("test-ca"), name="mlflow-operator e2e test CA")
+
+
+def _kube_for(cluster, common_name: str, groups: tuple[str, ...] = ()) -> Kube:
+    from kubernetes import config as k8s_config
+
+    kubeconfig = cluster.kubeconfig_for_certificate(cluster.client_certificate(common_name, groups))
+    return Kube(k8s_config.new_client_from_config(config_file=str(kubeconfig)))
+
+
+@pytest.fixture(scope="session")
+def pod_runner(cluster, server_venv, tmp_path_factory):
+    """A Node of the local control plane whose pods run as processes (podrunner/)."""
+    if not cluster.owned:
+        pytest.skip("the pod runner registers a Node of the local control plane and runs its pods on this "
+                    "machine; it cannot serve an existing cluster (MLFLOW_OPERATOR_TEST_KUBECONFIG)")
+    images = ImageStore()
+    images.add(f"{IMAGE_REPOSITORY}:{pinned_mlflow()}", server_venv.path)
+    runner = PodRunner(
+        node_kube=_kube_for(cluster, "system:node:runner-0", ("system:nodes",)),
+        proxy_kube=_kube_for(cluster, "system:kube-proxy"),
+        admin_kube=Kube(cluster.api_client()),
+        images=images,
+        workdir=tmp_path_factory.mktemp("podrunner"),
+    )
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+@pytest.fixture(scope="session")
+def ingress_nginx(cluster, pod_runner, tmp_path_factory):
+    controller = IngressController(Kube(cluster.api_client()), tmp_path_factory.mktemp("ingress-nginx"),
+                                   address=INGRESS_ADDRESS)
+    try:
+        controller.start()
+    except Exception as exc:  # noqa: BLE001 - fail with the reason, never skip
+        controller.stop()
+        pytest.fail(f"the NGINX ingress controller stand-in could not start: {exc}", pytrace=False)
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def client_hosts_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("client-hosts")
+
+
+# ---- the per-test helper ----------------------------------------------------------------------------
+
+@dataclass
+class E2E:
+    cluster: Any
+    namespace: str
+    runner: PodRunner
+    ingress: IngressController
+    operator: Any
+    postgres: Postgres
+    s3: Any
+    client_venv: Venv
+    ca: CertificateAuthority
+    workdir: Path
+    created: list[str] = field(default_factory=list)
+
+    # -- objects
+    def kubectl(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.cluster.kubectl(*args, **kw)
+
+    def example(self, filename: str) -> dict[str, Any]:
+        """The example's TrackingServer in this test's namespace, scheduled on the runner node."""
+        docs = [d for d in yaml.safe_load_all((EXAMPLES / filename).read_text()) if d]
+        ts = next(d for d in docs if d.get("kind") == "TrackingServer")
+        ts["metadata"]["namespace"] = self.namespace
+        template = ts.setdefault("spec", {}).setdefault("podTemplate", {})
+        template["nodeSelector"] = {**(template.get("nodeSelector") or {}), **self.runner.node_selector}
+        template["tolerations"] = (template.get("tolerations") or []) + self.runner.tolerations
+        return ts
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+    def patch(self, name: str, patch: dict[str, Any] | list, kind: str = "trackingserver") -> None:
+        ptype = "json" if isinstance(patch, list) else "merge"
+        self.kubectl("patch", kind, name, "-n", self.namespace, f"--type={ptype}", "-p", json.dumps(patch))
+
+    def secret(self, name: str, data: dict[str, str], type_: str = "Opaque") -> None:
+        self.apply({"apiVersion": "v1", "kind": "Secret", "type": type_,
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+
+    def secret_value(self, name: str, key: str) -> str:
+        return base64.b64decode(get_json(self.cluster, "secret", name, "-n", self.namespace)["data"][key]).decode()
+
+    def tls_secret(self, name: str, hosts: list[str]) -> None:
+        pair = self.ca.issue(f"{self.namespace}-{name}", hosts[0], server_sans=tuple(f"DNS:{h}" for h in hosts),
+                             client=False)
+        self.secret(name, {"tls.crt": pair.cert.read_text(), "tls.key": pair.key.read_text()}, "kubernetes.io/tls")
+
+    def database(self, name: str) -> str:
+        """A fresh PostgreSQL database (empty: the operator's migration Job creates the schema)."""
+        return self.postgres.create_database(f"{self.namespace.replace('-', '_')}_{name}"[:63])
+
+    def bucket(self, name: str) -> str:
+        client = self.s3.client()
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        return name
+
+    def s3_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def s3_secret(self, name: str, access_key_key: str = "access-key-id", secret_key_key: str = "secret-access-key") -> None:
+        self.secret(name, {access_key_key: self.s3.access_key, secret_key_key: self.s3.secret_key})
+
+    # -- waiting
+    def get(self, name: str) -> dict[str, Any]:
+        return get_json(self.cluster, "trackingserver", name, "-n", self.namespace) or {}
+
+    def explain(self) -> str:
+        pods = self.kubectl("get", "pods,jobs,deployments", "-n", self.namespace, "-o", "wide", check=False).stdout
+        events = self.kubectl("get", "events", "-n", self.namespace, "--sort-by=.lastTimestamp", check=False).stdout
+        return (f"pods:\n{pods}\nevents (last 25):\n" + "\n".join(events.splitlines()[-25:])
+                + f"\npod logs:\n{self.runner.logs(self.namespace, lines=25)}\noperator log:\n{self.operator.logs(30)}")
+
+    def wait_ready(self, name: str, timeout: float = 420, **more: str) -> dict[str, Any]:
+        try:
+            return wait_for_conditions(self.cluster, self.namespace, name, timeout=timeout, op=None,
+                                       Ready="True", **more)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.explain()}") from None
+
+    def wait_conditions(self, name: str, timeout: float = 180, **wanted: str) -> dict[str, Any]:
+        try:
+            return wait_for_conditions(self.cluster, self.namespace, name, timeout=timeout, op=None, **wanted)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.explain()}") from None
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        return get_json(self.cluster, "pods", "-n", self.namespace, "-l", selector)["items"]
+
+    def ready_pods(self, instance: str, component: str = "tracking") -> list[dict[str, Any]]:
+        out = []
+        for pod in self.pods(f"app.kubernetes.io/instance={instance},app.kubernetes.io/component={component}"):
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or []):
+                out.append(pod)
+        return out
+
+    def pod_processes(self, pod: dict[str, Any]) -> list[int]:
+        """PIDs of every process of the pod (the containers' process groups)."""
+        worker = next((w for w in self.runner.all_workers() if w.uid == pod["metadata"]["uid"]), None)
+        assert worker is not None, f"the runner does not run pod {pod['metadata']['name']}"
+        groups = [c.proc.pid for c in worker.containers if c.proc is not None]
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) in groups:
+                        pids.append(int(entry.name))
+                except OSError:
+                    continue
+        return pids
+
+    # -- clients
+    def hosts_file(self) -> Path:
+        path = self.workdir / "client-hosts"
+        lines = self.ingress.hosts_lines()
+        path.write_text(self.runner.network.hosts_text(self.namespace, lines))
+        return path
+
+    def client(self, script: str, env: dict[str, str] | None = None, timeout: float = 600,
+               check: bool = True) -> subprocess.CompletedProcess:
+        """Python in the client virtualenv, in-cluster style (see the module docstring)."""
+        home = self.workdir / "client-home"
+        home.mkdir(exist_ok=True)
+        full = {"PATH": f"{self.client_venv.path / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+                "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet",
+                "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.ca.cert), "REQUESTS_CA_BUNDLE": str(self.ca.cert),
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+        full.update(env or {})
+        return self.in_cluster([str(self.client_venv.python), "-c", textwrap.dedent(script)], full, timeout, check,
+                               what="client script")
+
+    def in_cluster(self, argv: list[str], env: dict[str, str], timeout: float, check: bool = True,
+                   what: str = "command") -> subprocess.CompletedProcess:
+        spec = {"hostname": "e2e-client", "mounts": [{"source": str(self.hosts_file()), "target": "/etc/hosts",
+                                                       "readOnly": True}],
+                "readOnlyRootFilesystem": False, "workingDir": str(self.workdir), "argv": argv, "env": env,
+                "errorFile": str(self.workdir / "client.start-error")}
+        spec_file = self.workdir / f"client-{uuid.uuid4().hex[:8]}.json"
+        spec_file.write_text(json.dumps(spec))
+        try:
+            res = subprocess.run([sys.executable, "-I", NSEXEC, str(spec_file)], capture_output=True, text=True,
+                                 timeout=timeout, start_new_session=True)
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"{what} did not finish within {timeout:g} s:\n{(exc.stdout or '')[-3000:]}\n"
+                        f"{(exc.stderr or '')[-3000:]}\n{self.explain()}", pytrace=False)
+        finally:
+            spec_file.unlink(missing_ok=True)
+        if check and res.returncode != 0:
+            pytest.fail(f"{what} failed (exit {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}\n"
+                        f"{self.explain()}", pytrace=False)
+        return res
+
+
+@pytest.fixture
+def e2e(cluster, namespace, pod_runner, ingress_nginx, operator_process, volume_provisioner, postgres, s3,
+        client_venv, test_ca, tmp_path) -> E2E:
+    operator_process.assert_alive()
+    helper = E2E(cluster, namespace, pod_runner, ingress_nginx, operator_process, postgres, s3, client_venv,
+                 test_ca, tmp_path)
+    yield helper
+    operator_process.assert_alive()
+    assert not volume_provisioner.errors, volume_provisioner.errors
+    assert not pod_runner.errors, f"pod runner errors: {pod_runner.errors}"
+    assert not pod_runner.network.errors, f"service proxy errors: {pod_runner.network.errors}"
+    assert not ingress_nginx.errors, f"ingress controller errors: {ingress_nginx.errors}"
+
+
+# ---- the tutorial ------------------------------------------------------------------------------------
+
+def tutorial_env(url: str, experiment: str | None = None, **extra: str) -> dict[str, str]:
+    env = {"MLFLOW_TRACKING_URI": url, "EXPERIMENT": experiment or "tutorial-" + uuid.uuid4().hex[:6]}
+    env.update(extra)
+    return env
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def timed(what: str, fn: Callable[[], Any], sink: dict[str, float]) -> Any:
+    t0 = time.monotonic()
+    try:
+        return fn()
+    finally:
+        sink[what] = round(time.monotonic() - t0, 1)
+
+
+__all__ = ["ARTIFACTS_DIR", "E2E", "IMAGE_REPOSITORY", "PREVIOUS_MLFLOW", "RUNNER_LABEL", "condition",
+           "last_json", "pinned_mlflow", "server_venv_for", "timed", "tutorial_env", "wait_for"]

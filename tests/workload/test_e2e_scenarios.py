@@ -1,0 +1,133 @@
+"""End to end, scenarios 1-6: each examples/ manifest applied with kubectl to the real control plane; the
+operator renders and applies the children; the pod runner runs the pods as processes exactly as their
+specs say; the stock `mlflow` client does the seed tutorial through the TrackingServer's status.url
+(the Ingress through NGINX when the example has one, else the Service).
+
+Examples are changed only to point at this machine: the runner node (nodeSelector/tolerations), the
+test PostgreSQL and MinIO (Secrets, S3 endpoint, bucket), TLS Secrets from the test CA. Where a test
+changes more, the test says so.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.operator_fixtures import get_json, wait_for
+
+from .conftest import E2E, last_json, tutorial_env
+from .podrunner import loopback_of
+from .server_env import TUTORIAL
+
+pytestmark = pytest.mark.timeout(1200)
+
+# A run logged earlier is still whole: params, metrics, the model (downloaded through the server) and
+# its predictions (their mean was logged as a metric by the tutorial).
+RECHECK = r"""
+import json, os
+import numpy as np
+import mlflow
+from sklearn.datasets import load_diabetes
+from sklearn.model_selection import train_test_split
+
+run_id = os.environ["RUN_ID"]
+run = mlflow.get_run(run_id)
+assert run.data.params["tutorial"] == "remote-tracking", run.data.params
+db = load_diabetes()
+_, X_test, _, _ = train_test_split(db.data, db.target, random_state=0)
+model = mlflow.sklearn.load_model(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+assert abs(float(np.mean(model.predict(X_test))) - run.data.metrics["mean_prediction"]) < 1e-9
+notes = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/notes/notes.txt")
+assert open(notes).read() == "hello from the tutorial\n"
+print(json.dumps({"run_id": run_id, "metrics": sorted(run.data.metrics)}))
+"""
+
+
+def tutorial(e2e: E2E, url: str, **env: str) -> dict:
+    return last_json(e2e.client(TUTORIAL, tutorial_env(url, **env)).stdout)
+
+
+def recheck(e2e: E2E, url: str, run_id: str, **env: str) -> dict:
+    return last_json(e2e.client(RECHECK, {"MLFLOW_TRACKING_URI": url, "RUN_ID": run_id, **env}).stdout)
+
+
+def volume_dir(e2e: E2E, claim: str) -> Path:
+    pvc = get_json(e2e.cluster, "pvc", claim, "-n", e2e.namespace)
+    pv = get_json(e2e.cluster, "pv", pvc["spec"]["volumeName"])
+    return Path(pv["spec"]["hostPath"]["path"])
+
+
+def restart_pod(e2e: E2E, instance: str) -> None:
+    """Delete the (single) server pod; wait for its replacement to be Ready."""
+    old = e2e.ready_pods(instance)
+    assert len(old) == 1, [p["metadata"]["name"] for p in old]
+    e2e.kubectl("delete", "pod", old[0]["metadata"]["name"], "-n", e2e.namespace, "--wait=false")
+    wait_for("a new Ready server pod", lambda: [p for p in e2e.ready_pods(instance)
+                                                if p["metadata"]["uid"] != old[0]["metadata"]["uid"]],
+             timeout=300, interval=1, explain=e2e.explain)
+
+
+# ---- 1-3: embedded stores, local artifacts ----------------------------------------------------------
+
+def test_scenario1_file_store_on_the_volume(e2e):
+    ts = e2e.example("01-file-store.yaml")
+    e2e.apply(ts)
+    live = e2e.wait_ready("legacy-mlruns")
+    url = live["status"]["url"]
+    assert url == f"http://legacy-mlruns.{e2e.namespace}.svc:5000"
+    out = tutorial(e2e, url)
+    data = volume_dir(e2e, "legacy-mlruns-data")
+    assert (data / "mlruns").is_dir() and any((data / "mlruns").rglob("meta.yaml")), "metadata not on the volume"
+    assert any((data / "artifacts").rglob("MLmodel")), "the model is not on the volume"
+    assert out["artifact_uri"].startswith("mlflow-artifacts:/")
+
+
+def test_scenario2_sqlite_quickstart_survives_a_pod_restart(e2e):
+    ts = e2e.example("02-sqlite.yaml")
+    e2e.apply(ts)
+    live = e2e.wait_ready("quickstart", MigrationsApplied="True")
+    url = live["status"]["url"]
+    assert url == f"http://quickstart.{e2e.namespace}.svc:5000", url
+    out = tutorial(e2e, url)
+    data = volume_dir(e2e, "quickstart-data")
+    assert (data / "mlflow.db").is_file(), sorted(p.name for p in data.iterdir())
+    assert any((data / "artifacts").rglob("MLmodel")), "the model is not on the volume"
+
+    restart_pod(e2e, "quickstart")  # Recreate: the new pod mounts the same claim
+    e2e.wait_ready("quickstart")
+    recheck(e2e, url, out["run_id"])
+
+
+# ---- 4: PostgreSQL + S3, clients write artifacts directly ---------------------------------------------
+
+def test_scenario4_postgres_and_s3_direct(e2e):
+    ts = e2e.example("04-remote-direct.yaml")
+    bucket = e2e.bucket("acme-ml-artifacts")
+    ts["spec"]["artifacts"]["s3"]["endpointUrl"] = e2e.s3.endpoint  # MinIO instead of AWS
+    ts["spec"]["artifacts"]["s3"]["region"] = e2e.s3.region
+    e2e.secret("forecast-db", {"uri": e2e.database("forecast")})
+    e2e.s3_secret("forecast-s3")
+    e2e.apply(ts)
+    live = e2e.wait_ready("forecast", MigrationsApplied="True", BackendReachable="True")
+    assert len(e2e.ready_pods("forecast")) == 2
+    url = live["status"]["url"]
+    # the client holds its own S3 credentials and writes to the bucket itself
+    out = tutorial(e2e, url, **e2e.s3.env())
+    assert out["artifact_uri"].startswith(f"s3://{bucket}/forecast/"), out
+    run_prefix = out["artifact_uri"][len(f"s3://{bucket}/"):]
+    keys = e2e.s3_keys(bucket, run_prefix)
+    assert any(k.endswith("MLmodel") for k in keys) and any(k.endswith("notes/notes.txt") for k in keys), keys
+    recheck(e2e, url, out["run_id"], **e2e.s3.env())
+    # each replica answers for the same data, at its pod IP (accepted as a Host: $(POD_IP) in allowed hosts)
+    for pod in e2e.ready_pods("forecast"):
+        assert_pod_serves_run(pod, out["run_id"])
+
+
+def assert_pod_serves_run(pod: dict, run_id: str) -> None:
+    ip = pod["status"]["podIP"]
+    resp = requests.get(f"http://{loopback_of(ip)}:5000/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+                        headers={"Host": f"{ip}:5000"}, timeout=30)
+    assert resp.status_code == 200 and resp.json()["run"]["info"]["run_id"] == run_id, (pod["metadata"]["name"], resp.text[:300])
