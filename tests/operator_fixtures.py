@@ -61,7 +61,10 @@ def install_crds(cluster) -> None:
     for path in sorted(CRDS.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "CustomResourceDefinition":
-                cluster.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s")
+                # Polled: `kubectl wait` fails at once while a new CRD has no conditions yet.
+                name = doc["metadata"]["name"]
+                wait_for(f"CRD {name} to be established",
+                         lambda: condition(get_json(cluster, "crd", name), "Established").get("status") == "True", timeout=60)
 
 
 def install_chart_rbac(cluster, values: list[str] | None = None) -> str:

@@ -56,6 +56,13 @@ def database_listener():
     server.close()
 
 
+@pytest.fixture(scope="module")
+def optional_crds(cluster):
+    """The Gateway API and ServiceMonitor CRDs, for the examples that use them."""
+    cluster.install_gateway_api_crds()
+    cluster.install_servicemonitor_crd()
+
+
 @pytest.fixture
 def operator(cluster, operator_process, volume_provisioner):
     operator_process.assert_alive()
@@ -107,9 +114,7 @@ def expected_children(ts_live: dict) -> set[tuple[str, str]]:
 # ---- every example converges ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("example", EXAMPLE_FILES)
-def test_example_converges_to_ready(cluster, operator, namespace, database_listener, example):
-    cluster.install_gateway_api_crds()
-    cluster.install_servicemonitor_crd()
+def test_example_converges_to_ready(cluster, operator, namespace, database_listener, optional_crds, example):
     ts = load_example(example, namespace)
     point_s3_endpoint_at(ts, database_listener)
     create_referenced_secrets(cluster, ts, database_listener)
