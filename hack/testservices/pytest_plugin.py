@@ -132,7 +132,11 @@ def client(client_venv, tmp_path):
         workdir = tmp_path / "client"
         workdir.mkdir(exist_ok=True)
         full = {"PATH": f"{client_venv.path / 'bin'}:/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8",
-                "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet"}
+                "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet",
+                # MLflow 3.18's proxied download answers 500 (not 404) for a key missing in S3, and the
+                # client's `runs:/<id>/model` first tries the run's path; with the default backoff it
+                # retries for ~4 minutes before it looks up the logged model. Same retries, no sleeping.
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
         full.update(env)
         res = subprocess.run([str(client_venv.python), "-c", textwrap.dedent(script)], env=full, cwd=workdir,
                              capture_output=True, text=True, timeout=timeout)

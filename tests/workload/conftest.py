@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -102,6 +103,42 @@ def server_venv_for(version: str) -> Venv:
     return Venv(path)
 
 
+# ---- PostgreSQL that can go down and come back ---------------------------------------------------------
+
+class StoppablePostgres:
+    """Stops a running testservices Postgres (fast shutdown: clients disconnected, data kept) and starts it
+    again with exactly the command line it had (read from /proc), on the same port and data directory."""
+
+    def __init__(self, pg: Postgres):
+        self.pg = pg
+        self.argv = Path(f"/proc/{pg.proc.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+
+    def stop(self) -> None:
+        os.killpg(self.pg.proc.pid, signal.SIGINT)
+        self.pg.proc.wait(60)
+
+    def start(self) -> None:
+        from testservices._util import wait_port
+        from testservices.postgres import _demote
+
+        log = open(self.pg.log, "ab")
+        self.pg.proc = subprocess.Popen([a.decode() for a in self.argv], stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, **_demote())
+        log.close()
+        wait_port(self.pg.port, 60, self.pg.proc, "postgres (restarted)", self.pg.log)
+        import psycopg2
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg2.connect(**self.pg.connect_kwargs("postgres"), connect_timeout=3).close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+
 # ---- session fixtures -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -154,8 +191,12 @@ def ingress_nginx(cluster, pod_runner, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def client_hosts_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("client-hosts")
+def previous_server_venv() -> Venv:
+    """The server environment built for the MLflow release before the pinned one (the upgrade test)."""
+    try:
+        return server_venv_for(PREVIOUS_MLFLOW)
+    except ServiceError as exc:
+        pytest.fail(f"the server virtualenv for MLflow {PREVIOUS_MLFLOW} could not be built: {exc}", pytrace=False)
 
 
 # ---- the per-test helper ----------------------------------------------------------------------------
@@ -172,7 +213,15 @@ class E2E:
     client_venv: Venv
     ca: CertificateAuthority
     workdir: Path
-    created: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, what: str, fn: Callable[[], Any]) -> Any:
+        """fn(), its duration recorded (written to test-artifacts/e2e/timings.jsonl after the test)."""
+        t0 = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.timings[what] = round(time.monotonic() - t0, 1)
 
     # -- objects
     def kubectl(self, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -321,11 +370,16 @@ class E2E:
 
 @pytest.fixture
 def e2e(cluster, namespace, pod_runner, ingress_nginx, operator_process, volume_provisioner, postgres, s3,
-        client_venv, test_ca, tmp_path) -> E2E:
+        client_venv, test_ca, tmp_path, request) -> E2E:
     operator_process.assert_alive()
     helper = E2E(cluster, namespace, pod_runner, ingress_nginx, operator_process, postgres, s3, client_venv,
                  test_ca, tmp_path)
+    t0 = time.monotonic()
     yield helper
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(ARTIFACTS_DIR / "timings.jsonl", "a") as fh:
+        fh.write(json.dumps({"test": request.node.nodeid, "seconds": round(time.monotonic() - t0, 1),
+                             "phases": helper.timings, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     operator_process.assert_alive()
     assert not volume_provisioner.errors, volume_provisioner.errors
     assert not pod_runner.errors, f"pod runner errors: {pod_runner.errors}"
@@ -334,6 +388,28 @@ def e2e(cluster, namespace, pod_runner, ingress_nginx, operator_process, volume_
 
 
 # ---- the tutorial ------------------------------------------------------------------------------------
+
+# A run logged earlier is still whole: params, metrics, the model (downloaded through the server) and
+# its predictions (their mean was logged as a metric by the tutorial).
+RECHECK = r"""
+import json, os
+import numpy as np
+import mlflow
+from sklearn.datasets import load_diabetes
+from sklearn.model_selection import train_test_split
+
+run_id = os.environ["RUN_ID"]
+run = mlflow.get_run(run_id)
+assert run.data.params["tutorial"] == "remote-tracking", run.data.params
+db = load_diabetes()
+_, X_test, _, _ = train_test_split(db.data, db.target, random_state=0)
+model = mlflow.sklearn.load_model(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+assert abs(float(np.mean(model.predict(X_test))) - run.data.metrics["mean_prediction"]) < 1e-9
+notes = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/notes/notes.txt")
+assert open(notes).read() == "hello from the tutorial\n"
+print(json.dumps({"run_id": run_id, "metrics": sorted(run.data.metrics)}))
+"""
+
 
 def tutorial_env(url: str, experiment: str | None = None, **extra: str) -> dict[str, str]:
     env = {"MLFLOW_TRACKING_URI": url, "EXPERIMENT": experiment or "tutorial-" + uuid.uuid4().hex[:6]}
@@ -345,13 +421,5 @@ def last_json(stdout: str) -> dict[str, Any]:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def timed(what: str, fn: Callable[[], Any], sink: dict[str, float]) -> Any:
-    t0 = time.monotonic()
-    try:
-        return fn()
-    finally:
-        sink[what] = round(time.monotonic() - t0, 1)
-
-
-__all__ = ["ARTIFACTS_DIR", "E2E", "IMAGE_REPOSITORY", "PREVIOUS_MLFLOW", "RUNNER_LABEL", "condition",
-           "last_json", "pinned_mlflow", "server_venv_for", "timed", "tutorial_env", "wait_for"]
+__all__ = ["ARTIFACTS_DIR", "E2E", "RECHECK", "StoppablePostgres", "IMAGE_REPOSITORY", "PREVIOUS_MLFLOW", "RUNNER_LABEL", "condition",
+           "last_json", "pinned_mlflow", "server_venv_for", "tutorial_env", "wait_for"]

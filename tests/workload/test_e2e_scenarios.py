@@ -18,40 +18,25 @@ import requests
 
 from tests.operator_fixtures import get_json, wait_for
 
-from .conftest import E2E, last_json, tutorial_env
+from .conftest import E2E, RECHECK, last_json, tutorial_env
 from .podrunner import loopback_of
 from .server_env import TUTORIAL
 
 pytestmark = pytest.mark.timeout(1200)
 
-# A run logged earlier is still whole: params, metrics, the model (downloaded through the server) and
-# its predictions (their mean was logged as a metric by the tutorial).
-RECHECK = r"""
-import json, os
-import numpy as np
-import mlflow
-from sklearn.datasets import load_diabetes
-from sklearn.model_selection import train_test_split
-
-run_id = os.environ["RUN_ID"]
-run = mlflow.get_run(run_id)
-assert run.data.params["tutorial"] == "remote-tracking", run.data.params
-db = load_diabetes()
-_, X_test, _, _ = train_test_split(db.data, db.target, random_state=0)
-model = mlflow.sklearn.load_model(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
-assert abs(float(np.mean(model.predict(X_test))) - run.data.metrics["mean_prediction"]) < 1e-9
-notes = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/notes/notes.txt")
-assert open(notes).read() == "hello from the tutorial\n"
-print(json.dumps({"run_id": run_id, "metrics": sorted(run.data.metrics)}))
-"""
 
 
 def tutorial(e2e: E2E, url: str, **env: str) -> dict:
-    return last_json(e2e.client(TUTORIAL, tutorial_env(url, **env)).stdout)
+    return e2e.timed("tutorial", lambda: last_json(e2e.client(TUTORIAL, tutorial_env(url, **env)).stdout))
 
 
 def recheck(e2e: E2E, url: str, run_id: str, **env: str) -> dict:
-    return last_json(e2e.client(RECHECK, {"MLFLOW_TRACKING_URI": url, "RUN_ID": run_id, **env}).stdout)
+    return e2e.timed("recheck", lambda: last_json(
+        e2e.client(RECHECK, {"MLFLOW_TRACKING_URI": url, "RUN_ID": run_id, **env}).stdout))
+
+
+def ready(e2e: E2E, name: str, **more: str) -> dict:
+    return e2e.timed("ready", lambda: e2e.wait_ready(name, **more))
 
 
 def volume_dir(e2e: E2E, claim: str) -> Path:
@@ -75,7 +60,7 @@ def restart_pod(e2e: E2E, instance: str) -> None:
 def test_scenario1_file_store_on_the_volume(e2e):
     ts = e2e.example("01-file-store.yaml")
     e2e.apply(ts)
-    live = e2e.wait_ready("legacy-mlruns")
+    live = ready(e2e, "legacy-mlruns")
     url = live["status"]["url"]
     assert url == f"http://legacy-mlruns.{e2e.namespace}.svc:5000"
     out = tutorial(e2e, url)
@@ -88,7 +73,7 @@ def test_scenario1_file_store_on_the_volume(e2e):
 def test_scenario2_sqlite_quickstart_survives_a_pod_restart(e2e):
     ts = e2e.example("02-sqlite.yaml")
     e2e.apply(ts)
-    live = e2e.wait_ready("quickstart", MigrationsApplied="True")
+    live = ready(e2e, "quickstart", MigrationsApplied="True")
     url = live["status"]["url"]
     assert url == f"http://quickstart.{e2e.namespace}.svc:5000", url
     out = tutorial(e2e, url)
@@ -96,7 +81,7 @@ def test_scenario2_sqlite_quickstart_survives_a_pod_restart(e2e):
     assert (data / "mlflow.db").is_file(), sorted(p.name for p in data.iterdir())
     assert any((data / "artifacts").rglob("MLmodel")), "the model is not on the volume"
 
-    restart_pod(e2e, "quickstart")  # Recreate: the new pod mounts the same claim
+    e2e.timed("pod restart", lambda: restart_pod(e2e, "quickstart"))  # the new pod mounts the same claim
     e2e.wait_ready("quickstart")
     recheck(e2e, url, out["run_id"])
 
@@ -111,7 +96,7 @@ def test_scenario4_postgres_and_s3_direct(e2e):
     e2e.secret("forecast-db", {"uri": e2e.database("forecast")})
     e2e.s3_secret("forecast-s3")
     e2e.apply(ts)
-    live = e2e.wait_ready("forecast", MigrationsApplied="True", BackendReachable="True")
+    live = ready(e2e, "forecast", MigrationsApplied="True", BackendReachable="True")
     assert len(e2e.ready_pods("forecast")) == 2
     url = live["status"]["url"]
     # the client holds its own S3 credentials and writes to the bucket itself
@@ -131,3 +116,54 @@ def assert_pod_serves_run(pod: dict, run_id: str) -> None:
     resp = requests.get(f"http://{loopback_of(ip)}:5000/api/2.0/mlflow/runs/get", params={"run_id": run_id},
                         headers={"Host": f"{ip}:5000"}, timeout=30)
     assert resp.status_code == 200 and resp.json()["run"]["info"]["run_id"] == run_id, (pod["metadata"]["name"], resp.text[:300])
+
+
+# ---- 6: an artifacts-only server ---------------------------------------------------------------------
+
+ARTIFACT_ROUND_TRIP = r"""
+import json, os, tempfile
+import requests
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+repo = get_artifact_repository(os.environ["ART_URI"])
+payload = os.urandom(3 * 1024 * 1024)
+with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "data.bin")
+    open(path, "wb").write(payload)
+    repo.log_artifact(path, artifact_path="sub")
+    listed = [f.path for f in repo.list_artifacts("sub")]
+    assert listed == ["sub/data.bin"], listed
+    out = repo.download_artifacts("sub/data.bin", dst_path=os.path.join(d, "dl"))
+    assert open(out, "rb").read() == payload, "downloaded bytes differ"
+tracking = requests.get(os.environ["SERVER"] + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                        timeout=60)
+print(json.dumps({"listed": listed, "tracking_status": tracking.status_code, "tracking_body": tracking.text[:300]}))
+"""
+
+
+def test_scenario6_artifacts_only_server(e2e):
+    """06-artifacts-only.yaml stores in GCS, which this machine cannot reach: the same spec with the
+    store switched to MinIO (S3) is the only change beyond the common ones."""
+    ts = e2e.example("06-artifacts-only.yaml")
+    bucket = e2e.bucket("acme-ml-shared-artifacts")
+    artifacts = ts["spec"]["artifacts"]
+    artifacts.pop("gcs")
+    artifacts["destination"] = f"s3://{bucket}/mlflow"
+    artifacts["s3"] = {"endpointUrl": e2e.s3.endpoint, "region": e2e.s3.region,
+                       "accessKeyId": {"secretKeyRef": {"name": "shared-s3", "key": "access-key-id"}},
+                       "secretAccessKey": {"secretKeyRef": {"name": "shared-s3", "key": "secret-access-key"}}}
+    e2e.s3_secret("shared-s3")
+    e2e.apply(ts)
+    live = ready(e2e, "gcs-artifacts", MigrationsApplied="True")
+    assert len(e2e.ready_pods("gcs-artifacts")) == 2
+    server = live["status"]["url"]
+    host = server.split("://", 1)[1]
+    prefix = "team-" + uuid.uuid4().hex[:6]
+    out = last_json(e2e.client(ARTIFACT_ROUND_TRIP, {"ART_URI": f"mlflow-artifacts://{host}/{prefix}",
+                                                     "SERVER": server}).stdout)
+    assert f"mlflow/{prefix}/sub/data.bin" in e2e.s3_keys(bucket, f"mlflow/{prefix}/")
+    assert out["tracking_status"] >= 400 and "artifacts-only" in out["tracking_body"], out
+    # the pods hold the storage credentials; nothing else in the namespace needs them
+    for pod in e2e.ready_pods("gcs-artifacts"):
+        env = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env

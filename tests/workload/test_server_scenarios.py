@@ -114,10 +114,12 @@ def test_scenario6_artifacts_only_server(mlflow_server, client, s3):
             open(p, "wb").write(b"x" * 100_000)
             repo.log_artifact(p, artifact_path="sub")
             assert [f.path for f in repo.list_artifacts("sub")] == ["sub/data.bin"]
+            os.makedirs(d + "/dl")
             out = repo.download_artifacts("sub/data.bin", dst_path=d + "/dl")
             assert open(out, "rb").read() == b"x" * 100_000
         """,
-        {"ART_URI": f"mlflow-artifacts://127.0.0.1:{srv.port}/team-a"},
+        # the HTTP artifact repository: what clients and split-mode metadata servers use
+        {"ART_URI": f"http://127.0.0.1:{srv.port}/api/2.0/mlflow-artifacts/artifacts/team-a"},
     )
     assert "store/team-a/sub/data.bin" in bucket_keys(s3, bucket)
     r = requests.get(srv.url + "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10)
