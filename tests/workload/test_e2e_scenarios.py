@@ -97,7 +97,7 @@ def test_scenario4_postgres_and_s3_direct(e2e):
     e2e.s3_secret("forecast-s3")
     e2e.apply(ts)
     live = ready(e2e, "forecast", MigrationsApplied="True", BackendReachable="True")
-    assert len(e2e.ready_pods("forecast")) == 2
+    e2e.wait_pods("forecast", 2)
     url = live["status"]["url"]
     # the client holds its own S3 credentials and writes to the bucket itself
     out = tutorial(e2e, url, **e2e.s3.env())
@@ -155,12 +155,13 @@ def test_scenario6_artifacts_only_server(e2e):
     e2e.s3_secret("shared-s3")
     e2e.apply(ts)
     live = ready(e2e, "gcs-artifacts", MigrationsApplied="True")
-    assert len(e2e.ready_pods("gcs-artifacts")) == 2
+    e2e.wait_pods("gcs-artifacts", 2)
     server = live["status"]["url"]
     host = server.split("://", 1)[1]
     prefix = "team-" + uuid.uuid4().hex[:6]
+    # MLflow's client wants an http(s) tracking URI before it resolves mlflow-artifacts:// URIs
     out = last_json(e2e.client(ARTIFACT_ROUND_TRIP, {"ART_URI": f"mlflow-artifacts://{host}/{prefix}",
-                                                     "SERVER": server}).stdout)
+                                                     "SERVER": server, "MLFLOW_TRACKING_URI": server}).stdout)
     assert f"mlflow/{prefix}/sub/data.bin" in e2e.s3_keys(bucket, f"mlflow/{prefix}/")
     assert out["tracking_status"] >= 400 and "artifacts-only" in out["tracking_body"], out
     # the pods hold the storage credentials; nothing else in the namespace needs them

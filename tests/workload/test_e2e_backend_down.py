@@ -1,0 +1,58 @@
+"""The database goes away and comes back (04-remote-direct.yaml on a PostgreSQL of its own): the operator
+reports BackendReachable=False naming the database host (never the password) and Ready=False; when the
+database is back, status recovers and nothing logged before is lost.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from testservices.postgres import Postgres
+
+from .conftest import RECHECK, StoppablePostgres, condition, last_json, tutorial_env
+from .server_env import TUTORIAL
+
+pytestmark = pytest.mark.timeout(1500)
+
+GET_RUN = r"""
+import os
+import mlflow
+print(mlflow.get_run(os.environ["RUN_ID"]).info.status)
+"""
+
+
+@pytest.fixture
+def own_postgres():
+    pg = Postgres().start()  # this test stops its database: not the session's shared one
+    yield pg
+    pg.stop()
+
+
+def test_backend_down_is_reported_and_recovers_without_data_loss(e2e, own_postgres):
+    pg = StoppablePostgres(own_postgres)
+    ts = e2e.example("04-remote-direct.yaml")
+    ts["spec"]["artifacts"]["s3"]["endpointUrl"] = e2e.s3.endpoint
+    ts["spec"]["artifacts"]["s3"]["region"] = e2e.s3.region
+    e2e.bucket("acme-ml-artifacts")
+    e2e.secret("forecast-db", {"uri": own_postgres.create_database("forecast")})
+    e2e.s3_secret("forecast-s3")
+    e2e.apply(ts)
+    live = e2e.timed("ready", lambda: e2e.wait_ready("forecast", BackendReachable="True"))
+    url = live["status"]["url"]
+    out = e2e.timed("tutorial", lambda: last_json(e2e.client(TUTORIAL, tutorial_env(url, **e2e.s3.env())).stdout))
+
+    pg.stop()
+    down = e2e.timed("noticed down", lambda: e2e.wait_conditions("forecast", timeout=120, BackendReachable="False",
+                                                                   Ready="False"))
+    cond = condition(down, "BackendReachable")
+    assert f"127.0.0.1:{own_postgres.port}" in cond["message"], cond
+    assert own_postgres.password not in json.dumps(down["status"]), "the database password leaked into status"
+    failed = e2e.client(GET_RUN, {"MLFLOW_TRACKING_URI": url, "RUN_ID": out["run_id"]}, check=False, timeout=300)
+    assert failed.returncode != 0, "a read succeeded with the database down"
+
+    pg.start()
+    e2e.timed("recovered", lambda: e2e.wait_ready("forecast", timeout=300, BackendReachable="True"))
+    again = last_json(e2e.client(RECHECK, {"MLFLOW_TRACKING_URI": url, "RUN_ID": out["run_id"], **e2e.s3.env()}).stdout)
+    assert again["run_id"] == out["run_id"]
+    last_json(e2e.client(TUTORIAL, tutorial_env(url, **e2e.s3.env())).stdout)  # and it takes new runs
