@@ -55,10 +55,10 @@ class OperatorProcess:
             raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.logs()}")
 
 
-def install_crds(cluster) -> None:
-    for path in sorted(CRDS.glob("*.yaml")):
+def install_crds(cluster, crds: Path = CRDS) -> None:
+    for path in sorted(crds.glob("*.yaml")):
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for path in sorted(CRDS.glob("*.yaml")):
+    for path in sorted(crds.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 # Polled: `kubectl wait` fails at once while a new CRD has no conditions yet.
@@ -67,31 +67,36 @@ def install_crds(cluster) -> None:
                          lambda: condition(get_json(cluster, "crd", name), "Established").get("status") == "True", timeout=60)
 
 
-def install_chart_rbac(cluster, values: list[str] | None = None) -> str:
+def install_chart_rbac(cluster, values: list[str] | None = None, release: str = RELEASE,
+                       templates: tuple[str, ...] = ("serviceaccount.yaml", "rbac.yaml")) -> str:
     """`helm template` of the chart; applies its ServiceAccount and RBAC (the Deployment needs an image
     registry, which this machine has not: the operator runs as a process instead)."""
-    args = ["template", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE]
+    args = ["template", release, str(CHART), "--namespace", OPERATOR_NAMESPACE]
     for value in values or []:
         args += ["--set", value]
-    args += ["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"]
+    for template in templates:
+        args += ["--show-only", f"templates/{template}"]
     rendered = cluster.helm(*args).stdout
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
     return rendered
 
 
-def start_operator(cluster, tmp_dir: Path, extra_args: tuple[str, ...] = ()) -> OperatorProcess:
-    kubeconfig = cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, SERVICE_ACCOUNT)
+def start_operator(cluster, tmp_dir: Path, extra_args: tuple[str, ...] = (),
+                   service_account: str = SERVICE_ACCOUNT) -> OperatorProcess:
+    kubeconfig = cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, service_account)
     health, metrics = free_port(), free_port()
     log_path = tmp_dir / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     cmd = [
-        str(Path(sys.executable).with_name("mlflow-operator")), "run", "--standalone",
+        str(Path(sys.executable).with_name("mlflow-operator")), "run",
         "--resync-seconds", "5", "--log-format", "json", "--bind-address", "127.0.0.1",
         "--health-port", str(health), "--metrics-port", str(metrics), *extra_args,
     ]
     if not any(a.startswith("--namespace") for a in extra_args):
         cmd.append("--all-namespaces")
+    if not any(a.startswith("--peering") for a in extra_args):
+        cmd.append("--standalone")
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     op = OperatorProcess(proc, log_path, kubeconfig, f"http://127.0.0.1:{metrics}/metrics")
