@@ -270,9 +270,15 @@ def test_unreachable_database_is_reported_and_recovers(cluster, operator, namesp
     assert cond["reason"] == "ConnectionFailed" and "127.0.0.1:" in cond["message"]
     assert "pw-" not in json.dumps(live["status"]), "a password leaked into status"
 
+    first_jobs = {j["metadata"]["name"] for j in get_json(cluster, "jobs", "-n", namespace)["items"]}
+    assert len(first_jobs) == 1
+
+    # A new URI in the Secret may be a new, empty database: it is migrated before the pods roll onto it.
     db_secret = next(n for n in secrets if n.endswith("-db"))
     put_secret(cluster, namespace, db_secret, {"uri": f"postgresql://mlflow:pw@127.0.0.1:{database_listener}/mlflow"})
     wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, BackendReachable="True", Ready="True")
+    jobs = get_json(cluster, "jobs", "-n", namespace)["items"]
+    assert len(jobs) == 1 and jobs[0]["metadata"]["name"] not in first_jobs and jobs[0]["status"].get("succeeded") == 1
 
 
 def test_secret_change_rolls_pods_and_generated_secrets_are_kept(cluster, operator, namespace, database_listener):

@@ -178,6 +178,13 @@ def test_migration_job_name_follows_image_and_database():
     assert one(render(base), "Job")["metadata"]["name"] == first
     base["spec"]["image"] = "registry.example.com/mlflow-server:3.19.0"
     assert one(render(base), "Job")["metadata"]["name"] != first
+    # A new URI in the database Secret may be a new, empty database: migrate again.
+    bumped = one(render(base), "Job")["metadata"]["name"]
+    other_db = RenderContext(secret_hashes={"forecast-db": "another-uri"})
+    assert one(render(base, other_db), "Job")["metadata"]["name"] != bumped
+    # The S3 keys are not the migration's business.
+    other_keys = RenderContext(secret_hashes={"forecast-s3": "rotated"})
+    assert one(render(base, other_keys), "Job")["metadata"]["name"] == bumped
 
 
 # --- 5. proxied artifact access -----------------------------------------------------------------

@@ -49,7 +49,7 @@ def render(trackingserver: TrackingServer | dict[str, Any], context: RenderConte
     if d.needs_volume(spec):
         out.append(volume_claim(ts))
     if needs_migration_job(ts):
-        out.append(migration_job(ts))
+        out.append(migration_job(ts, context))
     out.append(tracking_deployment(ts, context))
     if spec.artifacts.mode == "Split":
         out.append(artifacts_deployment(ts, context))

@@ -14,18 +14,22 @@ from typing import Any
 from ..api import TrackingServer
 from ..api import derived as d
 from . import environment, naming
-from .pod import container, pod_spec, volume_mounts, volumes
+from .context import RenderContext
+from .pod import container, pod_spec, referenced_secrets, volume_mounts, volumes
 
 
 def needs_migration_job(ts: TrackingServer) -> bool:
     return bool(environment.external_migration_env(ts))
 
 
-def migration_digest(ts: TrackingServer) -> str:
-    """What decides whether migrations must run again: the image, the databases, and the rest of
-    the Job's pod template. Job templates are immutable, so any change there needs a new Job (and
-    name); a failed Job is retried with a new name as soon as the spec that made it fail changes."""
-    payload = {"image": naming.image(ts), "env": environment.external_migration_env(ts), "pod": _pod_template(ts)}
+def migration_digest(ts: TrackingServer, context: RenderContext | None = None) -> str:
+    """What decides whether migrations must run again: the image, the databases (the Secrets' data
+    too: a URI changed in its Secret may name a new, empty database), and the rest of the Job's pod
+    template. Job templates are immutable, so any change there needs a new Job (and name); a failed
+    Job is retried with a new name as soon as what made it fail changes."""
+    pod = _pod_template(ts)
+    secrets = {name: (context or RenderContext()).secret_hashes.get(name, "") for name in referenced_secrets(pod["spec"])}
+    payload = {"image": naming.image(ts), "env": environment.external_migration_env(ts), "pod": pod, "secrets": secrets}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -48,11 +52,11 @@ def _pod_template(ts: TrackingServer) -> dict[str, Any]:
     return {"metadata": metadata, "spec": pod}
 
 
-def migration_job(ts: TrackingServer) -> dict[str, Any]:
+def migration_job(ts: TrackingServer, context: RenderContext | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": naming.object_meta(ts, naming.migration_job_name(ts, migration_digest(ts)), naming.MIGRATION),
+        "metadata": naming.object_meta(ts, naming.migration_job_name(ts, migration_digest(ts, context)), naming.MIGRATION),
         "spec": {
             # One retry: the wait-for-backend init container already rides out a database that is
             # starting; a migration that fails twice needs a person (the reason is in the status),
