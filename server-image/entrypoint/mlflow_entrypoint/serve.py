@@ -41,8 +41,15 @@ _CONTROLLED_ENV = (
 )
 
 
+# uvicorn's supervisor kills a worker that does not answer its health-check ping within
+# --timeout-worker-healthcheck (default 5 s), and a worker importing MLflow on a busy or CPU-limited
+# node easily takes longer: the stock server then restarts its workers in a loop (seen at a load
+# average of 20 on 2 cores). A hung worker is still replaced, after this many seconds.
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 def uvicorn_opts(s: Settings) -> str:
-    opts = ["--loop", "uvloop", "--http", "httptools"]
+    opts = ["--loop", "uvloop", "--http", "httptools", "--timeout-worker-healthcheck", str(WORKER_HEALTHCHECK_SECONDS)]
     if s.keep_alive_timeout:
         opts += ["--timeout-keep-alive", str(s.keep_alive_timeout)]
     return " ".join(opts)
