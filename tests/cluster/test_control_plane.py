@@ -89,7 +89,9 @@ def test_fake_node_ready_and_only_annotated_nodes_managed(cluster, needs_kwok):
     # A node without the annotation is not kwok's: it never becomes Ready.
     name = f"unmanaged-{secrets.token_hex(3)}"
     core = client.CoreV1Api(cluster.api_client())
-    core.create_node({"metadata": {"name": name, "labels": {"type": "real"}}})
+    # Tainted so that no pod of another test lands on it meanwhile.
+    core.create_node({"metadata": {"name": name, "labels": {"type": "real"}},
+                      "spec": {"taints": [{"key": "mlflow-operator.dev/test-unmanaged", "effect": "NoSchedule"}]}})
     try:
         time.sleep(3)
         node = core.read_node(name)
@@ -379,8 +381,11 @@ def test_gateway_api_and_servicemonitor_crds_install(cluster, api, namespace):
             "spec": {"rules": [{"backendRefs": [{"name": "svc", "port": 700000}]}]},
         })
     assert err.value.status == 422
-    # Installing again is idempotent.
+    # Installing again is idempotent, and puts back a CRD deleted meanwhile.
     assert cluster.install_servicemonitor_crd() == ["servicemonitors.monitoring.coreos.com"]
+    cluster.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com")
+    assert cluster.install_servicemonitor_crd() == ["servicemonitors.monitoring.coreos.com"]
+    assert cluster.kubectl("get", "servicemonitors", "-n", namespace, "-o", "name").returncode == 0
 
 
 def test_helm_installs_a_chart(cluster, namespace, tmp_path: Path):
