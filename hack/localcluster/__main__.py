@@ -8,12 +8,15 @@
 
 The state of the cluster `up` started (pids, temp dir) is kept in
 ${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/cluster/state.json; a stable copy of its admin
-kubeconfig is ${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/cluster/kubeconfig.
+kubeconfig is ${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/cluster/kubeconfig. Set
+LOCALCLUSTER_STATE_DIR to keep a separate cluster (and state) elsewhere: `down` only ever stops
+the cluster recorded in its state dir.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -25,7 +28,9 @@ from .processes import group_members, stop_all
 
 
 def state_dir() -> Path:
-    return build.cache_root() / "cluster"
+    """Where `up` records its cluster; LOCALCLUSTER_STATE_DIR gives a second, independent one."""
+    override = os.environ.get("LOCALCLUSTER_STATE_DIR")
+    return Path(override) if override else build.cache_root() / "cluster"
 
 
 def state_file() -> Path:

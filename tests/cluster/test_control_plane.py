@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -24,6 +25,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 import localcluster
+import localcluster.cluster
 from localcluster.processes import free_port, group_members
 
 FAIL = localcluster.FAIL_ANNOTATION
@@ -480,6 +482,64 @@ def test_existing_cluster_errors_are_clear(tmp_path: Path):
         c.kubectl("get", "--raw", "/readyz", timeout=30)
     assert "was refused" in str(err.value) and closed.removeprefix("https://") in str(err.value)
     c.stop()  # never stops a cluster it did not start
+
+
+def test_component_that_fails_to_start_gives_its_log_and_leaves_nothing(cluster, tmp_path, monkeypatch):
+    """A broken kube-apiserver: start() raises ClusterError naming it, with its log tail, and
+    stops etcd, which had started."""
+    if not cluster.owned:
+        pytest.skip("only for the local control plane")
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for name in ("etcd", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"):
+        (bins / name).symlink_to(cluster.bin_dir / name)
+    broken = bins / "kube-apiserver"
+    broken.write_text("#!/bin/sh\necho 'E0000 simulated failure: unknown flag --oops' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(localcluster.cluster.build, "ensure", lambda log=None: bins)
+    with pytest.raises(localcluster.ClusterError) as err:
+        localcluster.start(timeout=30)
+    text = str(err.value)
+    assert "kube-apiserver exited with code 3" in text
+    assert "simulated failure: unknown flag --oops" in text
+    logs = Path(re.search(r"logs kept in (\S+?)\)", text).group(1))
+    assert (logs / "etcd.log").is_file()
+    workdir = str(logs.parent)
+    assert not _pids_mentioning(workdir), "etcd of the failed start is still running"
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Running (non-zombie) processes whose command line contains `text`."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if text in cmd and state != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def test_fixture_fails_not_skips_when_control_plane_cannot_be_built(tmp_path):
+    """No Go toolchain and an empty cache: tests using `cluster` FAIL with the reason."""
+    (tmp_path / "test_needs_cluster.py").write_text("def test_it(cluster):\n    pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    hack = Path(localcluster.__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_OPERATOR_TEST_KUBECONFIG"}
+    env.update(PYTHONPATH=str(hack), PATH="/usr/bin:/bin", XDG_CACHE_HOME=str(tmp_path / "empty-cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "localcluster.pytest_plugin", "-p", "no:cacheprovider", "-rfEs",
+         str(tmp_path / "test_needs_cluster.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "1 error" in out and "skipped" not in out, out
+    assert "could not be built or started" in out and "Go toolchain" in out, out
 
 
 def test_component_logs_are_kept(cluster):
