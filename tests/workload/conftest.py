@@ -347,7 +347,12 @@ class E2E:
         full = {"PATH": f"{self.client_venv.path / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
                 "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet",
                 "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.ca.cert), "REQUESTS_CA_BUNDLE": str(self.ca.cert),
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "300",
+                # MLflow 3.18 answers 500 (not 404) when a proxied download misses an S3 key, and the client's
+                # `runs:/<id>/model` first tries the run's own path: with the default backoff a user waits
+                # ~4 minutes before the client looks up the logged model. Same retries, without sleeping
+                # (as hack/testservices' client does).
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
         full.update(env or {})
         return self.in_cluster([str(self.client_venv.python), "-c", textwrap.dedent(script)], full, timeout, check,
                                what="client script")

@@ -38,6 +38,7 @@ with tempfile.TemporaryDirectory() as d:
         mlflow.log_artifact(path, artifact_path="large")
         up = time.monotonic() - t0
     t0 = time.monotonic()
+    os.makedirs(os.path.join(d, "dl"))
     local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/large/big.bin", dst_path=os.path.join(d, "dl"))
     down = time.monotonic() - t0
     back = hashlib.sha256()

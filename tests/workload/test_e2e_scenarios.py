@@ -133,6 +133,7 @@ with tempfile.TemporaryDirectory() as d:
     repo.log_artifact(path, artifact_path="sub")
     listed = [f.path for f in repo.list_artifacts("sub")]
     assert listed == ["sub/data.bin"], listed
+    os.makedirs(os.path.join(d, "dl"))
     out = repo.download_artifacts("sub/data.bin", dst_path=os.path.join(d, "dl"))
     assert open(out, "rb").read() == payload, "downloaded bytes differ"
 tracking = requests.get(os.environ["SERVER"] + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
