@@ -418,6 +418,20 @@ def start(
         bin_dir = build.ensure(log)
     except build.BuildError as exc:
         raise ClusterError(f"could not build the control plane: {exc}") from exc
+    for attempt in (1, 2):
+        try:
+            return _start_once(bin_dir, fake_nodes, timeout, detached, log)
+        except ClusterError as exc:
+            # Free ports are picked before the processes bind them; another process may take
+            # one meanwhile. Try once more with fresh ports.
+            if attempt == 1 and "address already in use" in str(exc):
+                log(f"a port was taken meanwhile, retrying with fresh ports: {str(exc).splitlines()[0]}")
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def _start_once(bin_dir: Path, fake_nodes: tuple[str, ...], timeout: float, detached: bool, log: Log) -> Cluster:
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="localcluster-"))
     logs = workdir / "logs"
