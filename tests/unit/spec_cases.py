@@ -26,8 +26,8 @@ VALID_SPECS: dict[str, dict[str, Any]] = {
         "artifacts": {"destination": S3, "s3": {"endpointUrl": "https://s3.example.com:9000", "ignoreTls": True}},
     },
     "direct-gcs": {"artifacts": {"mode": "Direct", "defaultArtifactRoot": "gs://bucket"}},
-    "artifacts-only-volume-basic-auth": {
-        "artifacts": {"mode": "ArtifactsOnly", "destination": "/data/artifacts"},
+    "volume-basic-auth-admin-ref": {
+        "artifacts": {"destination": "/data/artifacts"},
         "auth": {"type": "Basic", "adminSecretRef": {"name": "admin"}},
     },
     "split-volume": {
@@ -43,7 +43,6 @@ VALID_SPECS: dict[str, dict[str, Any]] = {
             "replicas": 2,
             "azure": {"accessKey": {"secretKeyRef": {"name": "az", "key": "key"}}},
         },
-        "auth": {"type": "Basic", "databaseUri": AUTH_DB},
         "gateway": {**GATEWAY, "hostnames": ["mlflow.example.com"], "tls": False},
     },
     "autoscaled": {
@@ -129,9 +128,14 @@ RULE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"backendStore": DATABASE, "replicas": 2, "artifacts": {"destination": S3}, "auth": {"type": "Basic"}},
         ["auth-shared-database"],
     ),
-    "basic-auth-sqlite-split": (
-        {"backendStore": DATABASE, "artifacts": {"mode": "Split", "destination": S3}, "auth": {"type": "Basic"}},
-        ["auth-shared-database"],
+    "basic-auth-split": (
+        {"backendStore": DATABASE, "artifacts": {"mode": "Split", "destination": S3},
+         "auth": {"type": "Basic", "databaseUri": AUTH_DB}},
+        ["auth-tracking-only"],
+    ),
+    "basic-auth-artifacts-only": (
+        {"artifacts": {"mode": "ArtifactsOnly", "destination": S3}, "auth": {"type": "Basic"}},
+        ["auth-tracking-only"],
     ),
     "auth-settings-without-basic": ({"auth": {"adminSecretRef": {"name": "admin"}}}, ["auth-settings-need-basic"]),
     "ingress-and-gateway": ({"ingress": INGRESS, "gateway": GATEWAY}, ["one-exposure"]),

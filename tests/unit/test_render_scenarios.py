@@ -285,22 +285,14 @@ def test_split_httproute_routes_artifact_api_to_artifacts_pods():
     assert rules["cv"]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
     assert all(r["backendRefs"][0]["port"] == 5000 for r in rules.values())
     assert all(r["timeouts"] == {"request": "600s"} for r in rules.values())
-    # Basic auth on both kinds of pods, sharing the auth database, key and admin.
     for name in ("cv", "cv-artifacts"):
         e = env(container(one(out, "Deployment", name)))
-        assert e["MLFLOW_OPERATOR_AUTH"] == "basic"
-        assert e["MLFLOW_OPERATOR_AUTH_DATABASE_URI"] == ("secret", "db", "auth-uri")
-        assert e["MLFLOW_FLASK_SERVER_SECRET_KEY"] == ("secret", "cv-flask-secret-key", "secret-key")
+        assert e["MLFLOW_OPERATOR_AUTH"] == "none"
         assert e["MLFLOW_OPERATOR_CORS_ALLOWED_ORIGINS"] == "https://mlflow.example.com,http://mlflow.example.com"
     artifacts_env = env(container(one(out, "Deployment", "cv-artifacts")))
     metadata_env = env(container(one(out, "Deployment", "cv")))
     assert artifacts_env["AZURE_STORAGE_ACCESS_KEY"] == ("secret", "az", "key")
     assert "AZURE_STORAGE_ACCESS_KEY" not in metadata_env
-    # The metadata pods' artifact client logs in to the artifacts pods (they check auth too).
-    assert metadata_env["MLFLOW_TRACKING_USERNAME"] == ("secret", "cv-admin", "username")
-    assert metadata_env["MLFLOW_TRACKING_PASSWORD"] == ("secret", "cv-admin", "password")
-    assert "MLFLOW_TRACKING_PASSWORD" not in artifacts_env
-    assert "MLFLOW_TRACKING_PASSWORD" not in env(container(one(render(load_example("07-split.yaml")), "Deployment", "recsys")))
 
 
 def test_split_with_local_destination_mounts_the_volume_on_artifacts_pods_only():
@@ -359,7 +351,7 @@ def test_generated_secrets_are_rendered_from_given_values_only():
 
 
 def test_user_admin_secret_replaces_the_generated_one():
-    out = render(make(VALID_SPECS["artifacts-only-volume-basic-auth"]), RenderContext(
+    out = render(make(VALID_SPECS["volume-basic-auth-admin-ref"]), RenderContext(
         generated_secrets={"team-admin": {"username": "a", "password": "b"}, "team-flask-secret-key": {"secret-key": "k"}}
     ))
     assert [m["metadata"]["name"] for m in of_kind(out, "Secret")] == ["team-flask-secret-key"]
@@ -383,13 +375,6 @@ def test_external_backend_with_sqlite_auth_splits_the_migrations():
     assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["wait-for-backend", "migrate"]
     assert env(container(deploy, "migrate", init=True)) == {"MLFLOW_OPERATOR_AUTH_DATABASE_URI": "sqlite:////data/auth.db"}
     assert one(out, "PersistentVolumeClaim")  # the auth database lives on the volume
-
-
-def test_artifacts_only_with_external_auth_database_gets_a_migration_job():
-    out = render(make({"artifacts": {"mode": "ArtifactsOnly", "destination": "s3://b"},
-                       "auth": {"type": "Basic", "databaseUri": AUTH_DB}}))
-    assert env(container(one(out, "Job"), "migrate")) == {"MLFLOW_OPERATOR_AUTH_DATABASE_URI": ("secret", "db", "auth-uri")}
-    assert "initContainers" not in pod_spec(one(out, "Deployment"))
 
 
 # --- Gateway API, autoscaling, Azure -----------------------------------------------------------

@@ -188,14 +188,20 @@ SPEC_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "auth-shared-database",
-        "self.auth.type != 'Basic' || has(self.auth.databaseUri) || "
-        f"!({MANY_TRACKING_PODS} || self.artifacts.mode == 'Split')",
-        "auth.databaseUri is required for basic auth with more than one replica, autoscaling or "
-        "Split mode: the default SQLite auth database on the volume serves one pod",
+        f"self.auth.type != 'Basic' || has(self.auth.databaseUri) || !{MANY_TRACKING_PODS}",
+        "auth.databaseUri is required for basic auth with more than one replica or autoscaling: "
+        "the default SQLite auth database on the volume serves one pod",
         "auth.databaseUri",
-        lambda s: not d.basic_auth(s)
-        or s.auth.database_uri is not None
-        or not (d.tracking_pods_may_be_many(s) or s.artifacts.mode == "Split"),
+        lambda s: not d.basic_auth(s) or s.auth.database_uri is not None or not d.tracking_pods_may_be_many(s),
+    ),
+    Rule(
+        "auth-tracking-only",
+        "self.auth.type != 'Basic' || !(self.artifacts.mode in ['Split', 'ArtifactsOnly'])",
+        "auth.type Basic needs artifacts.mode Proxied or Direct: MLflow's basic auth checks artifact "
+        "requests against the tracking database, which artifacts-only pods do not have, so their "
+        "routes would be left unprotected",
+        "auth.type",
+        lambda s: not d.basic_auth(s) or s.artifacts.mode not in ("Split", "ArtifactsOnly"),
     ),
     Rule(
         "auth-settings-need-basic",

@@ -119,19 +119,6 @@ def _auth_env(ts: TrackingServer) -> Env:
     ]
 
 
-def _split_artifacts_client_env(ts: TrackingServer) -> Env:
-    """Split mode with basic auth: the artifacts pods check credentials too, so the metadata pods'
-    artifact client (MLflow's HttpArtifactRepository, which reads MLflow's own client variables)
-    logs in as the admin. Users' permissions were already checked by the metadata pod."""
-    if not d.basic_auth(ts.spec):
-        return []
-    secret, user_key, password_key = _admin_secret(ts)
-    return [
-        from_secret_key("MLFLOW_TRACKING_USERNAME", secret, user_key),
-        from_secret_key("MLFLOW_TRACKING_PASSWORD", secret, password_key),
-    ]
-
-
 def storage_credentials_env(ts: TrackingServer) -> Env:
     """Object store settings and credentials, for the pods that touch the store."""
     artifacts = ts.spec.artifacts
@@ -215,9 +202,7 @@ def tracking_env(ts: TrackingServer) -> Env:
             value("MLFLOW_OPERATOR_ARTIFACTS_DESTINATION", d.artifacts_destination(spec)),
         ]
     env += _network_env(ts) + _auth_env(ts)
-    if mode == "Split":
-        env += _split_artifacts_client_env(ts)
-    else:  # Direct too: the web UI reads artifacts through the server
+    if mode != "Split":  # Direct too: the web UI reads artifacts through the server
         env += storage_credentials_env(ts)
     return env + _extra_env(ts)
 
