@@ -259,7 +259,7 @@ class E2E:
 
     def database(self, name: str) -> str:
         """A fresh PostgreSQL database (empty: the operator's migration Job creates the schema)."""
-        return self.postgres.create_database(f"{self.namespace.replace('-', '_')}_{name}"[:63])
+        return self.postgres.create_database(f"e2e_{name}_{uuid.uuid4().hex[:8]}")
 
     def bucket(self, name: str) -> str:
         client = self.s3.client()

@@ -77,10 +77,11 @@ def test_basic_auth_admin_secret_401s_and_sessions_across_replicas(e2e):
     form = a.get(a_url + "/signup", auth=(user, password), timeout=60)
     assert form.status_code == 200, form.text[:300]
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    assert a.cookies, "replica A set no session cookie"
+    cookie = "; ".join(f"{c.name}={c.value}" for c in a.cookies)
+    assert cookie, "replica A set no session cookie"
     new_user, new_password = "analyst-" + secrets.token_hex(3), "pw-" + secrets.token_urlsafe(12)
-    b.cookies.update(a.cookies)
     created = b.post(b_url + "/api/2.0/mlflow/users/create-ui", auth=(user, password), timeout=60,
+                     headers={"Cookie": cookie},
                      data={"csrf_token": token, "username": new_user, "password": new_password})
     assert created.status_code == 200 and "Successfully signed up" in created.text, (created.status_code, created.text[:500])
     # without the session the same token is refused: the check above is a real one

@@ -151,8 +151,9 @@ def test_scenario3_https_ingress_tutorial_and_the_ui(e2e, tmp_path):
     try:
         home = e2e.timed("ui: experiments page", lambda: browser.open(f"{url}/#/experiments", info["experiment"]))
         assert "Experiments" in home, home[:1000]
-        page = e2e.timed("ui: the tutorial run", lambda: browser.open(f"{url}/#/experiments/{out['experiment_id']}",
-                                                                      info["run_name"]))
+        # the experiment's "Training runs" tab (MLflow 3's experiment page opens on an overview)
+        page = e2e.timed("ui: the tutorial run", lambda: browser.open(
+            f"{url}/#/experiments/{out['experiment_id']}/runs", info["run_name"]))
         browser.screenshot(ARTIFACTS_DIR / "ui-experiment-runs.png")
     finally:
         browser.close()
