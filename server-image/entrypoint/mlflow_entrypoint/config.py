@@ -85,6 +85,9 @@ class Settings:
     admin_username: str | None = None
     admin_password: str | None = None
     auth_cache_ttl_seconds: int = 60
+    # `migrate` / `wait-for-backend` (loaded with for_serving=False) take the auth database whenever its URI
+    # is given: the operator's migration Job and `migrate` init container pass the databases only, not AUTH.
+    database_job: bool = False
     secret_key: str | None = None
     expose_prometheus: bool = False
     scratch_dir: Path = field(default_factory=lambda: Path("/tmp"))
@@ -100,7 +103,7 @@ class Settings:
         if (self.registry_store_uri and self.registry_store_uri != self.backend_store_uri
                 and not is_file_store(self.registry_store_uri)):
             out.append(("registry", self.registry_store_uri))
-        if self.auth == "basic" and self.auth_database_uri:
+        if self.auth_database_uri and (self.auth == "basic" or self.database_job):
             out.append(("auth", self.auth_database_uri))
         return out
 
@@ -196,6 +199,7 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     s.backend_store_uri = get("BACKEND_STORE_URI")
     s.registry_store_uri = get("REGISTRY_STORE_URI")
     s.auth_database_uri = get("AUTH_DATABASE_URI")
+    s.database_job = not for_serving
     for uri in (s.backend_store_uri, s.registry_store_uri, s.auth_database_uri):
         register_uri(uri)
     s.artifacts_destination = get("ARTIFACTS_DESTINATION")
