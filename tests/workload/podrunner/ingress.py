@@ -54,6 +54,13 @@ class IngressError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGQUIT (graceful stop) when the test process dies, even by SIGKILL."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGQUIT, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 class IngressController:
     def __init__(self, kube: Kube, workdir: Path, address: str = "127.80.0.1", http_port: int = 80,
                  https_port: int = 443, ingress_class: str = "nginx"):
@@ -93,7 +100,8 @@ class IngressController:
         self._chown_for_workers()
         log_fh = open(self.dir / "stderr.log", "ab")
         self.proc = subprocess.Popen([str(NGINX), "-c", str(self.conf), "-p", str(self.dir), "-e", str(self.error_log)],
-                                     stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         log_fh.close()
         self._wait_generation(self.generation, 15)
         for inf in (self.ingresses, self.services, self.slices, self.secrets):
