@@ -224,9 +224,30 @@ class Cluster:
             args += ["-f", str(f)]
         self.kubectl(*args)
         if names:
-            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+            self._wait_established(names)
         self._installed.add(key)
         return names
+
+    def _wait_established(self, names: list[str], timeout: float = 60) -> None:
+        """Polls rather than `kubectl wait`, which fails at once while a new CRD has no conditions yet."""
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending:
+            proc = self.kubectl("get", *[f"crd/{n}" for n in pending], "-o", "json", check=False)
+            if proc.returncode == 0:
+                data = json.loads(proc.stdout)
+                items = data.get("items", [data])
+                done = {
+                    i["metadata"]["name"]
+                    for i in items
+                    if any(c.get("type") == "Established" and c.get("status") == "True"
+                           for c in (i.get("status") or {}).get("conditions") or [])
+                }
+                pending = [n for n in pending if n not in done]
+            if pending and time.monotonic() > deadline:
+                raise ClusterError(f"CRDs not Established within {timeout:.0f}s: {', '.join(pending)}")
+            if pending:
+                time.sleep(0.2)
 
     def install_gateway_api_crds(self, channel: str = "standard") -> list[str]:
         """Install the Gateway API CRDs (sigs.k8s.io/gateway-api, `standard` or `experimental`)

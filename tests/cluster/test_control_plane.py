@@ -287,7 +287,7 @@ def test_crd_cel_rule_rejects_invalid_object_with_its_message(cluster, api):
         },
     })
     try:
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{group}")
+        cluster._wait_established([f"{plural}.{group}"])
         custom = client.CustomObjectsApi(api)
 
         def create(name: str, lo: int, hi: int):
