@@ -30,7 +30,7 @@ Python API
 ``.server``, ``.api_client()``, ``.kubectl(*args, input=None, check=True)``, ``.helm(...)``,
 ``.install_gateway_api_crds()``, ``.install_servicemonitor_crd()``,
 ``.kubeconfig_for_service_account(namespace, name)`` (TokenRequest), ``.admin_credentials()``,
-``.client_certificate(cn, orgs)``, ``.logs(component)``, ``.stop()``.
+``.client_certificate(cn, orgs)``, ``.logs(component)``, ``.kwok_nodes()``, ``.stop()``.
 ``Cluster.existing(kubeconfig)`` wraps a cluster we did not start (kind, a real one).
 
 Command line: ``hack/cluster up|down|status|build`` (see ``__main__.py``).

@@ -304,6 +304,19 @@ class Cluster:
             path = self._sa_dir / f"{namespace}.{name}.kubeconfig"
         return kubeconfig.write(path, cfg)
 
+    def kwok_nodes(self) -> list[str]:
+        """Names of Ready fake nodes run by kwok (annotated kwok.x-k8s.io/node=fake): where pods
+        "run" without images. Empty on a cluster without kwok (kind, a real one)."""
+        nodes = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        out = []
+        for n in nodes:
+            if (n["metadata"].get("annotations") or {}).get(kwok_stages.FAKE_NODE_ANNOTATION) != kwok_stages.FAKE_NODE_ANNOTATION_VALUE:
+                continue
+            conds = n.get("status", {}).get("conditions") or []
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
+                out.append(n["metadata"]["name"])
+        return out
+
     # ---------------------------------------------------------------- lifecycle
     def alive(self) -> dict[str, bool]:
         return {p.name: p.alive() for p in self.processes}
@@ -316,7 +329,7 @@ class Cluster:
         self._stopped = True
         if self in _LIVE:
             _LIVE.remove(self)
-        if self._sa_dir and not self.owned:
+        if self._sa_dir:
             shutil.rmtree(self._sa_dir, ignore_errors=True)
         if not self.owned:
             return

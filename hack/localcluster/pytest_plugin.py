@@ -51,7 +51,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             c.kubectl("get", "--raw", "/readyz", timeout=30)
         except ClusterError as exc:
             pytest.fail(f"{KUBECONFIG_ENV}={path}: cluster not usable: {exc}", pytrace=False)
-        yield c
+        try:
+            yield c
+        finally:
+            c.stop()  # only removes our service-account kubeconfigs; the cluster keeps running
         return
     try:
         with _uncaptured(request):

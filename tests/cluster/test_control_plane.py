@@ -3,7 +3,8 @@ works: controllers, scheduler, kwok fake kubelet, garbage collection, PodSecurit
 CEL validation of CRDs, RBAC with ServiceAccount tokens, CRD bundles, helm, clean shutdown.
 
 Tests that rely on kwok's fake pods (pods that "run" without images) skip on an existing
-cluster given by MLFLOW_OPERATOR_TEST_KUBECONFIG; the others run anywhere.
+cluster without kwok nodes (MLFLOW_OPERATOR_TEST_KUBECONFIG pointing at kind or a real cluster);
+tests that start their own control planes need the local one; the others run anywhere.
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def api(cluster) -> client.ApiClient:
 
 @pytest.fixture
 def needs_kwok(cluster):
-    if not cluster.owned:
-        pytest.skip("needs the local control plane's kwok fake nodes (pods without images)")
+    if not cluster.kwok_nodes():
+        pytest.skip("needs kwok fake nodes (pods without images), as the local control plane has")
 
 
 def _container(name: str = "app") -> dict:
