@@ -41,19 +41,21 @@ from localcluster.certs import CertificateAuthority
 from testservices import REPO, ServiceError, cache_dir
 from testservices._util import file_lock
 from testservices.postgres import Postgres
-from testservices.venvs import SERVER_IMAGE, Venv, _hash, _py_id, _run, _tree_hash, base_python
+from testservices.venvs import CLIENT_LOCK, SERVER_IMAGE, Venv, _hash, _py_id, _run, _tree_hash, base_python
 from tests.operator_fixtures import EXAMPLES, condition, get_json, wait_for, wait_for_conditions
 
 from . import podrunner
-from .podrunner import IngressController, ImageStore, Kube, PodRunner, RUNNER_LABEL
+from .podrunner import IngressController, ImageStore, Kube, PodRunner, RUNNER_LABEL, Slot
 
 NSEXEC = str(Path(podrunner.__file__).with_name("nsexec.py"))
 
 IMAGE_REPOSITORY = "ghcr.io/mlflow-operator/mlflow-server"
 # The release before the pinned one: the upgrade test starts on it (its schema head differs).
 PREVIOUS_MLFLOW = "3.17.2"
+# What an older MLflow's server imports beyond the pinned release's lean set (server-image/requirements.in):
+# 3.17.2 imports pandas at start-up (mlflow.gateway.guardrails); 3.18.0 does not.
+EXTRA_SERVER_PACKAGES = {"3.17.2": ("pandas",)}
 ARTIFACTS_DIR = REPO / "test-artifacts" / "e2e"
-INGRESS_ADDRESS = "127.80.0.1"
 
 
 def pinned_mlflow() -> str:
@@ -73,6 +75,12 @@ def server_venv_for(version: str) -> Venv:
     if len(pinned) != 1:
         raise ServiceError("server-image/requirements.lock must pin mlflow exactly once")
     lock = lock.replace(pinned[0], f"mlflow=={version}")
+    for package in EXTRA_SERVER_PACKAGES.get(version, ()):
+        # at the version the client's lock (same Python, same numpy) pins
+        pin = next((line for line in CLIENT_LOCK.read_text().splitlines() if line.lower().startswith(package + "==")), None)
+        if pin is None:
+            raise ServiceError(f"{CLIENT_LOCK} pins no {package} (needed by the MLflow {version} server)")
+        lock += pin + "\n"
     key = _hash(lock.encode(), (SERVER_IMAGE / "install.sh").read_bytes(), _py_id())
     path = cache_dir() / "venvs" / f"server-mlflow-{version}-{key}"
     entrypoint_marker = path / f".entrypoint-{_tree_hash(SERVER_IMAGE / 'entrypoint')}"
@@ -154,7 +162,15 @@ def _kube_for(cluster, common_name: str, groups: tuple[str, ...] = ()) -> Kube:
 
 
 @pytest.fixture(scope="session")
-def pod_runner(cluster, server_venv, tmp_path_factory):
+def runner_slot():
+    """This session's addresses on the machine (podrunner/slots.py): concurrent sessions do not collide."""
+    slot = Slot()
+    yield slot
+    slot.release()
+
+
+@pytest.fixture(scope="session")
+def pod_runner(cluster, server_venv, runner_slot, tmp_path_factory):
     """A Node of the local control plane whose pods run as processes (podrunner/)."""
     if not cluster.owned:
         pytest.skip("the pod runner registers a Node of the local control plane and runs its pods on this "
@@ -167,6 +183,7 @@ def pod_runner(cluster, server_venv, tmp_path_factory):
         admin_kube=Kube(cluster.api_client()),
         images=images,
         workdir=tmp_path_factory.mktemp("podrunner"),
+        slot=runner_slot.number,
     )
     runner.start()
     try:
@@ -176,9 +193,9 @@ def pod_runner(cluster, server_venv, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ingress_nginx(cluster, pod_runner, tmp_path_factory):
+def ingress_nginx(cluster, pod_runner, runner_slot, tmp_path_factory):
     controller = IngressController(Kube(cluster.api_client()), tmp_path_factory.mktemp("ingress-nginx"),
-                                   address=INGRESS_ADDRESS)
+                                   address=runner_slot.ingress_address, pod_cidr=pod_runner.network.cidr)
     try:
         controller.start()
     except Exception as exc:  # noqa: BLE001 - fail with the reason, never skip

@@ -102,9 +102,10 @@ def test_scenario4_postgres_and_s3_direct(e2e):
     # the client holds its own S3 credentials and writes to the bucket itself
     out = tutorial(e2e, url, **e2e.s3.env())
     assert out["artifact_uri"].startswith(f"s3://{bucket}/forecast/"), out
-    run_prefix = out["artifact_uri"][len(f"s3://{bucket}/"):]
-    keys = e2e.s3_keys(bucket, run_prefix)
-    assert any(k.endswith("MLmodel") for k in keys) and any(k.endswith("notes/notes.txt") for k in keys), keys
+    # the run's own artifacts under its run, the model (an MLflow 3 LoggedModel) under the experiment's models/
+    keys = e2e.s3_keys(bucket, f"forecast/{out['experiment_id']}/")
+    assert any(k.endswith(f"{out['run_id']}/artifacts/notes/notes.txt") for k in keys), keys
+    assert any("/models/" in k and k.endswith("MLmodel") for k in keys), keys
     recheck(e2e, url, out["run_id"], **e2e.s3.env())
     # each replica answers for the same data, at its pod IP (accepted as a Host: $(POD_IP) in allowed hosts)
     for pod in e2e.ready_pods("forecast"):

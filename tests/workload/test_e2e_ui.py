@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import websocket
 
-from .conftest import ARTIFACTS_DIR, INGRESS_ADDRESS, last_json, tutorial_env
+from .conftest import ARTIFACTS_DIR, last_json, tutorial_env
 from .server_env import TUTORIAL
 
 pytestmark = pytest.mark.timeout(1500)
@@ -146,7 +146,7 @@ def test_scenario3_https_ingress_tutorial_and_the_ui(e2e, tmp_path):
     info = last_json(e2e.client(RUN_INFO, {"MLFLOW_TRACKING_URI": url, "RUN_ID": out["run_id"]}).stdout)
 
     cert = e2e.secret_value("mlflow-vision-tls", "tls.crt")
-    browser = Browser(tmp_path, [f"--host-resolver-rules=MAP {HOST} {INGRESS_ADDRESS}",
+    browser = Browser(tmp_path, [f"--host-resolver-rules=MAP {HOST} {e2e.ingress.address}",
                                  f"--ignore-certificate-errors-spki-list={spki_sha256(cert)}"])
     try:
         home = e2e.timed("ui: experiments page", lambda: browser.open(f"{url}/#/experiments", info["experiment"]))

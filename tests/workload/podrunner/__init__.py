@@ -13,8 +13,11 @@ say, on a real Node of the real control plane (hack/localcluster):
   config is read from server-image/Dockerfile. Unknown images are refused (ErrImagePull).
 - nsexec.py: starts one container process in its own mount and UTS namespaces (volumes bind-mounted
   at their mountPaths, the pod's /etc/hosts, read-only root filesystem, host name).
-- network.py: pod IPs (10.200.0.0/16, served on their loopback images 127.200.x.y), Services (a TCP
-  proxy per ClusterIP:port, from the real EndpointSlices) and Service DNS names (the pod's hosts file).
+- network.py: pod IPs (10.200.<slot>.0/24, served on their loopback images 127.200.<slot>.x), Services
+  (a TCP proxy per ClusterIP:port, from the real EndpointSlices) and Service DNS names (the pod's hosts
+  file).
+- slots.py: a machine-wide slot per test session (a file lock), so that two sessions at once use
+  different pod IPs, Service addresses and ingress address.
 - ingress.py: a real NGINX configured from the cluster's Ingress objects.
 
 It is a test stand-in, not a product feature: it runs only images it knows and refuses the rest.
@@ -23,7 +26,8 @@ from .images import ImageStore, image_config
 from .ingress import IngressController
 from .kube import Kube
 from .kubelet import RUNNER_LABEL, PodRunner
-from .network import POD_CIDR, loopback_of
+from .network import POD_NETWORK, loopback_of
+from .slots import Slot
 
-__all__ = ["ImageStore", "IngressController", "Kube", "POD_CIDR", "PodRunner", "RUNNER_LABEL", "image_config",
-           "loopback_of"]
+__all__ = ["ImageStore", "IngressController", "Kube", "POD_NETWORK", "PodRunner", "RUNNER_LABEL", "Slot",
+           "image_config", "loopback_of"]

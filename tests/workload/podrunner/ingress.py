@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from .kube import Informer, Kube, Obj, ns_path
-from .network import POD_CIDR, loopback_of
+from .network import POD_NETWORK, loopback_of
 
 log = logging.getLogger("podrunner")
 
@@ -63,10 +63,10 @@ def _die_with_parent() -> None:
 
 class IngressController:
     def __init__(self, kube: Kube, workdir: Path, address: str = "127.80.0.1", http_port: int = 80,
-                 https_port: int = 443, ingress_class: str = "nginx"):
+                 https_port: int = 443, ingress_class: str = "nginx", pod_cidr=POD_NETWORK):
         if not NGINX.exists():
             raise IngressError("NGINX is not installed (/usr/sbin/nginx); run hack/system-deps (nginx-light)")
-        self.kube, self.dir, self.address = kube, Path(workdir), address
+        self.kube, self.dir, self.address, self.pod_cidr = kube, Path(workdir), address, pod_cidr
         self.http_port, self.https_port, self.ingress_class = http_port, https_port, ingress_class
         self.conf = self.dir / "nginx.conf"
         self.access_log = self.dir / "access.log"
@@ -252,7 +252,7 @@ class IngressController:
                 if cond.get("ready") is False or cond.get("terminating"):
                     continue
                 for address in ep.get("addresses") or []:
-                    if ipaddress.ip_address(address) in POD_CIDR:
+                    if ipaddress.ip_address(address) in self.pod_cidr:
                         out.append(f"{loopback_of(address)}:{number}")
         return sorted(set(out))
 

@@ -482,7 +482,7 @@ class PodWorker(threading.Thread):
         if self.pod["spec"].get("enableServiceLinks", True):
             for svc in self.runner.network.services.items():
                 spec = svc.get("spec") or {}
-                image = loopback_of(spec.get("clusterIP") or "")
+                image = self.runner.network.service_image(spec.get("clusterIP"))
                 if svc["metadata"]["namespace"] == self.namespace and image:
                     services.append((svc["metadata"]["name"], image, spec.get("ports") or []))
         service_env = service_link_env(services)
@@ -700,13 +700,14 @@ class PodRunner:
     """Start with `.start()`; `.stop()` kills every process it started and deletes the node."""
 
     def __init__(self, node_kube: Kube, proxy_kube: Kube, admin_kube: Kube, images: ImageStore, workdir: Path,
-                 node_name: str = "runner-0"):
+                 node_name: str = "runner-0", slot: int = 0):
         self.kube, self.admin, self.images, self.workdir = node_kube, admin_kube, images, Path(workdir)
         self.node_name = node_name
         self.node = NodeAgent(node_kube, node_name, {RUNNER_LABEL: "true"},
                               [{"key": RUNNER_LABEL, "value": "true", "effect": "NoSchedule"}])
-        self.network = ServiceNetwork(proxy_kube)
-        self.ipam = IPAM()
+        self.slot = slot
+        self.network = ServiceNetwork(proxy_kube, slot)
+        self.ipam = IPAM(self.network.cidr)
         self.stopped = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.finished: list[PodWorker] = []

@@ -1,11 +1,12 @@
 """The cluster network on loopback: pod IPs, Services (a kube-proxy stand-in) and their DNS names.
 
 Addresses. The API server refuses loopback addresses in EndpointSlices ("may not be in the loopback
-range"), so pods cannot be published as 127.x. Instead every address in 10.0.0.0/8 has a loopback
-image: 10.a.b.c is served on 127.a.b.c (all of 127.0.0.0/8 is loopback on Linux). Pods of the runner
-get IPs from POD_CIDR (10.200.0.0/16); status.podIP is the 10.200.x.y address, so the real
-endpointslice controller publishes it, and the pod's processes listen on its image 127.200.x.y.
-Service ClusterIPs (10.96.0.0/16, allocated by the API server) are served on 127.96.x.y.
+range"), so pods cannot be published as 127.x. Instead the runner's pod IPs come from 10.200.<slot>.0/24
+(POD_NETWORK is 10.200.0.0/16) and each has a loopback image: 10.a.b.c is served on 127.a.b.c (all of
+127.0.0.0/8 is loopback on Linux). status.podIP is the 10.200.x.y address, so the real endpointslice
+controller publishes it; the pod's processes listen on its image 127.200.x.y. Service ClusterIPs
+(10.96.x.y, allocated by the API server) are served on 127.(96+slot).x.y. The slot (slots.py) keeps
+test sessions that run at the same time on one machine apart.
 
 Pod network namespace. A process of a pod that listens on "all interfaces" would listen on the pod's
 IP in a real cluster; here there is no network namespace per pod (the host's network is not touched),
@@ -36,8 +37,12 @@ from .kube import Informer, Kube, Obj
 
 log = logging.getLogger("podrunner")
 
-POD_CIDR = ipaddress.ip_network("10.200.0.0/16")
+POD_NETWORK = ipaddress.ip_network("10.200.0.0/16")
 EMULATED = ipaddress.ip_network("10.0.0.0/8")
+
+
+def pod_cidr(slot: int) -> ipaddress.IPv4Network:
+    return ipaddress.ip_network(f"10.200.{slot}.0/24")
 
 
 def loopback_of(ip: str) -> str | None:
@@ -54,16 +59,17 @@ def loopback_of(ip: str) -> str | None:
 
 
 class IPAM:
-    """Pod IPs from POD_CIDR, handed out in order (a freed address is reused last)."""
+    """Pod IPs from one CIDR, handed out in order (a freed address is reused last)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cidr: ipaddress.IPv4Network) -> None:
+        self.cidr = cidr
         self.lock = threading.Lock()
         self.used: set[str] = set()
-        self.hosts = itertools.cycle(str(h) for h in POD_CIDR.hosts() if not str(h).endswith((".0", ".255", ".1")))
+        self.hosts = itertools.cycle(str(h) for h in cidr.hosts() if not str(h).endswith((".0", ".255", ".1")))
 
     def allocate(self) -> str:
         with self.lock:
-            for _ in range(POD_CIDR.num_addresses):
+            for _ in range(self.cidr.num_addresses):
                 ip = next(self.hosts)
                 if ip not in self.used:
                     self.used.add(ip)
@@ -133,8 +139,9 @@ class _Forwarder:
 class ServiceNetwork:
     """kube-proxy and cluster DNS stand-ins for the runner's pods (see the module docstring)."""
 
-    def __init__(self, kube: Kube):
-        self.kube = kube
+    def __init__(self, kube: Kube, slot: int = 0):
+        self.kube, self.slot = kube, slot
+        self.cidr = pod_cidr(slot)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="service-proxy", daemon=True)
         self.forwarders: dict[tuple[str, str], _Forwarder] = {}
@@ -191,16 +198,22 @@ class ServiceNetwork:
                 if cond.get("ready") is False or cond.get("terminating"):
                     continue
                 for address in ep.get("addresses") or []:
-                    if ipaddress.ip_address(address) in POD_CIDR:
+                    if ipaddress.ip_address(address) in self.cidr:
                         backends.append((loopback_of(address), int(number)))
         return sorted(backends)
+
+    def service_image(self, cluster_ip: str | None) -> str | None:
+        """10.96.x.y -> 127.(96+slot).x.y; None for headless Services and addresses outside 10/8."""
+        if not cluster_ip or cluster_ip == "None" or loopback_of(cluster_ip) is None:
+            return None
+        _, second, third, fourth = cluster_ip.split(".")
+        return f"127.{int(second) + self.slot}.{third}.{fourth}"
 
     def service_entries(self) -> list[tuple[str, str, str]]:
         """(loopback image of the ClusterIP, namespace, name) of every Service with a ClusterIP."""
         out = []
         for svc in self.services.items():
-            ip = (svc.get("spec") or {}).get("clusterIP")
-            image = loopback_of(ip) if ip and ip != "None" else None
+            image = self.service_image((svc.get("spec") or {}).get("clusterIP"))
             if image:
                 out.append((image, svc["metadata"]["namespace"], svc["metadata"]["name"]))
         return sorted(out)
@@ -245,8 +258,8 @@ class ServiceNetwork:
         wanted: dict[tuple[str, str], tuple[str, int, list[tuple[str, int]]]] = {}
         for svc in self.services.items():
             spec, meta = svc.get("spec") or {}, svc["metadata"]
-            image = loopback_of(spec.get("clusterIP") or "")
-            if not image or spec.get("clusterIP") == "None":
+            image = self.service_image(spec.get("clusterIP"))
+            if not image:
                 continue
             for port in spec.get("ports") or []:
                 if port.get("protocol", "TCP") != "TCP":
