@@ -29,3 +29,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        if Path(item.path).name.startswith("test_e2e_"):
+            item.add_marker(pytest.mark.e2e)
