@@ -304,11 +304,44 @@ class E2E:
                 + f"\npod logs:\n{self.runner.logs(self.namespace, lines=25)}\noperator log:\n{self.operator.logs(30)}")
 
     def wait_ready(self, name: str, timeout: float = 420, **more: str) -> dict[str, Any]:
+        """Ready=True (and `more`) for the current generation, then the route answers: the ingress
+        controller and the Service proxy follow EndpointSlices a moment after the pods become ready."""
         try:
-            return wait_for_conditions(self.cluster, self.namespace, name, timeout=timeout, op=None,
+            live = wait_for_conditions(self.cluster, self.namespace, name, timeout=timeout, op=None,
                                        Ready="True", **more)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.explain()}") from None
+        url = live["status"]["url"]
+        wait_for(f"GET {url}/health through the route", lambda: self.route_answers(url), timeout=60, interval=0.5,
+                 explain=self.explain)
+        return live
+
+    def route_answers(self, url: str) -> bool:
+        """GET <url>/health the way an in-cluster client resolves it (Ingress host or Service name)."""
+        import socket
+        import ssl
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        host = parts.hostname
+        if host in self.ingress.hosts:
+            address = self.ingress.address
+        else:
+            name, namespace = host.split(".")[:2]
+            svc = get_json(self.cluster, "service", name, "-n", namespace) or {}
+            address = self.runner.network.service_image((svc.get("spec") or {}).get("clusterIP"))
+            if address is None:
+                return False
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            sock = socket.create_connection((address, port), timeout=10)
+            if parts.scheme == "https":
+                sock = ssl.create_default_context(cafile=str(self.ca.cert)).wrap_socket(sock, server_hostname=host)
+            with sock:
+                sock.sendall(f"GET /health HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+                return b" 200 " in sock.makefile("rb").readline()
+        except OSError:
+            return False
 
     def wait_conditions(self, name: str, timeout: float = 180, **wanted: str) -> dict[str, Any]:
         try:
