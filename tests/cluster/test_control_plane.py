@@ -432,7 +432,10 @@ def test_second_cluster_starts_and_stops_leaving_no_process(cluster):
 
 
 _CHILD = """
-import json, sys, time
+import json, signal, sys, time
+# A shell without job control starts background commands with SIGINT ignored, and the child would
+# inherit that; a session someone can Ctrl-C has Python's default handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import localcluster
 c = localcluster.start(timeout=90)
 print(json.dumps({"pids": [p.pid for p in c.processes], "workdir": str(c.workdir)}), flush=True)
