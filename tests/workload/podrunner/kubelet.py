@@ -175,6 +175,7 @@ class Container:
         self.log: Path | None = None
         self.error_file: Path | None = None
         self.image_id = ""
+        self.started_at: str | None = None
         self.done = False  # terminated for good (no restart)
 
     def status(self) -> Obj:
@@ -805,7 +806,7 @@ class PodRunner:
         self.node.stop()
         self.network.stop()
         try:
-            self.admin.delete(f"/api/v1/nodes/{self.node_name}")
+            self.admin.request("DELETE", f"/api/v1/nodes/{self.node_name}", timeout=5)
         except Exception:  # noqa: BLE001 - the cluster may be gone already
             pass
         for path in sorted(self.created_mount_points, key=lambda p: -len(p.parts)):
