@@ -9,7 +9,6 @@ changes more, the test says so.
 """
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from .podrunner import loopback_of
 from .server_env import TUTORIAL
 
 pytestmark = pytest.mark.timeout(1200)
-
 
 
 def tutorial(e2e: E2E, url: str, **env: str) -> dict:

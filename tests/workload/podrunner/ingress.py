@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import threading
@@ -36,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .kube import Informer, Kube, Obj, ns_path
+from .kube import Informer, Kube, Obj
 from .network import POD_NETWORK, loopback_of
 
 log = logging.getLogger("podrunner")
