@@ -21,6 +21,8 @@ say, on a real Node of the real control plane (hack/localcluster):
 - ingress.py: a real NGINX configured from the cluster's Ingress objects.
 
 It is a test stand-in, not a product feature: it runs only images it knows and refuses the rest.
+tests/workload/conftest.py starts it for the e2e tests; `python -m tests.workload.podrunner` runs it
+against `hack/cluster up`'s cluster for a local demo.
 """
 from .images import ImageStore, image_config
 from .ingress import IngressController
