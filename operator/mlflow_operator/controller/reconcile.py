@@ -103,17 +103,39 @@ def secret_key_refs(manifests: list[dict[str, Any]]) -> dict[str, set[str]]:
     return refs
 
 
-def read_referenced_secrets(ts: TrackingServer, refs: dict[str, set[str]], fresh: dict[str, Any]) -> dict[str, str]:
+class SecretReader:
+    """The Secrets one pass reads, each read once. Rendering (the hashes in the pod templates and
+    the migration Job's name) and the store probes then see the same data: a Secret edited during
+    a pass cannot make status report a database the rendered children do not use yet."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self._read: dict[str, dict[str, bytes] | None] = {}
+
+    def data(self, name: str) -> dict[str, bytes] | None:
+        if name not in self._read:
+            secret = kube.get("v1", "Secret", self.namespace, name)
+            self._read[name] = (
+                None if secret is None
+                else {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            )
+        return self._read[name]
+
+    def value(self, name: str, key: str) -> str | None:
+        raw = (self.data(name) or {}).get(key)
+        return raw.decode() if raw is not None else None
+
+
+def read_referenced_secrets(refs: dict[str, set[str]], fresh: dict[str, Any], secrets: SecretReader) -> dict[str, str]:
     """Hashes of referenced Secrets' data; Blocked when one is missing or lacks a key."""
     hashes, problems = {}, []
     for name, keys in sorted(refs.items()):
         if name in fresh:
             continue  # created in this pass; the renderer hashes it from its values
-        secret = kube.get("v1", "Secret", ts.namespace, name)
-        if secret is None:
+        data = secrets.data(name)
+        if data is None:
             problems.append(f"Secret {name} not found")
             continue
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         missing = sorted(keys - set(data))
         if missing:
             problems.append(f"Secret {name} has no key {', '.join(missing)}")
@@ -122,12 +144,6 @@ def read_referenced_secrets(ts: TrackingServer, refs: dict[str, set[str]], fresh
     if problems:
         raise Blocked(Condition("Reconciled", False, "SecretNotFound", "; ".join(problems)))
     return hashes
-
-
-def secret_value(namespace: str, name: str, key: str) -> str | None:
-    secret = kube.get("v1", "Secret", namespace, name)
-    raw = (secret or {}).get("data", {}).get(key)
-    return base64.b64decode(raw).decode() if raw is not None else None
 
 
 # ---- step 3 and 5: apply and prune ------------------------------------------------------------
@@ -173,7 +189,8 @@ def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
 
 # ---- the pass ---------------------------------------------------------------------------------
 
-def reconcile(body: dict[str, Any], emit: EventFn, probes: Callable[[TrackingServer], list[Probe | None]] | None = None) -> PassResult:
+def reconcile(body: dict[str, Any], emit: EventFn,
+              probes: Callable[[TrackingServer, SecretReader], list[Probe | None]] | None = None) -> PassResult:
     """One pass. Returns the status to write; raises only for unexpected API errors."""
     ts = load(body)
     generation = body["metadata"].get("generation", 0)
@@ -182,10 +199,11 @@ def reconcile(body: dict[str, Any], emit: EventFn, probes: Callable[[TrackingSer
     gate: MigrationGate | None = None
     requeue = None
     manifests: list[dict[str, Any]] = []
+    secrets = SecretReader(ts.namespace)
     try:
         fresh = ensure_generated_secrets(ts)
         refs = secret_key_refs(render(ts, RenderContext(generated_secrets=fresh)))
-        hashes = read_referenced_secrets(ts, refs, fresh)
+        hashes = read_referenced_secrets(refs, fresh, secrets)
         manifests = render(ts, RenderContext(generated_secrets=fresh, secret_hashes=hashes))
         for name in fresh:
             emit("Normal", "SecretGenerated", f"Generated Secret {name} (kept across restarts and re-creation)")
@@ -210,7 +228,7 @@ def reconcile(body: dict[str, Any], emit: EventFn, probes: Callable[[TrackingSer
         observed.append(Condition("Reconciled", False, "ApiError", f"{exc.status} {exc.reason}: {_api_message(exc)}"))
         requeue = 15
 
-    observation = observe(ts, gate, probes(ts) if probes else [])
+    observation = observe(ts, gate, probes(ts, secrets) if probes else [])
     observed += observation.conditions
     conditions = merge_conditions(previous, observed, generation)
     conditions = merge_conditions(conditions, [summarize(conditions)], generation)

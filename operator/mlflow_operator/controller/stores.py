@@ -6,7 +6,7 @@ import time
 from ..api import TrackingServer
 from ..api import derived as d
 from .reachability import Probe, artifact_endpoint, database_endpoint, probe_tcp
-from .reconcile import secret_value
+from .reconcile import SecretReader
 
 # Probes are cheap but a pass can run often (every child event): reuse a result for a few seconds.
 CACHE_SECONDS = 5.0
@@ -22,14 +22,14 @@ def _cached(key: tuple[str, str], what: str, endpoint) -> Probe:
     return probe
 
 
-def backend_probe(ts: TrackingServer) -> Probe:
+def backend_probe(ts: TrackingServer, secrets: SecretReader) -> Probe:
     spec = ts.spec
     if not d.has_backend(spec):
         return Probe(True, "NotApplicable", "an artifacts-only server has no backend store")
     if d.backend_type(spec) != "Database":
         return Probe(True, "Embedded", f"{d.backend_type(spec)} on the TrackingServer's volume")
     ref = spec.backend_store.uri.secret_key_ref
-    uri = secret_value(ts.namespace, ref.name, ref.key)
+    uri = secrets.value(ref.name, ref.key)
     if uri is None:
         return Probe(False, "SecretNotFound", f"Secret {ref.name} key {ref.key} not found")
     endpoint = database_endpoint(uri)
@@ -54,5 +54,5 @@ def artifact_probe(ts: TrackingServer) -> Probe:
     return _cached((ts.namespace, f"store:{endpoint}"), "artifact store", endpoint)
 
 
-def probe_stores(ts: TrackingServer) -> list[Probe]:
-    return [backend_probe(ts), artifact_probe(ts)]
+def probe_stores(ts: TrackingServer, secrets: SecretReader) -> list[Probe]:
+    return [backend_probe(ts, secrets), artifact_probe(ts)]
