@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import logging
 import os
 import pwd
@@ -36,7 +35,7 @@ import urllib.request
 from pathlib import Path
 
 from .kube import Informer, Kube, Obj
-from .network import POD_NETWORK, loopback_of
+from .network import POD_NETWORK, ready_endpoints
 
 log = logging.getLogger("podrunner")
 
@@ -238,22 +237,8 @@ class IngressController:
                     None)
         if port is None:
             return []
-        out = []
-        for sl in self.slices.items():
-            meta = sl["metadata"]
-            if meta.get("namespace") != namespace or (meta.get("labels") or {}).get("kubernetes.io/service-name") != svc_ref["name"]:
-                continue
-            number = next((p.get("port") for p in sl.get("ports") or [] if (p.get("name") or "") == (port.get("name") or "")), None)
-            if number is None:
-                continue
-            for ep in sl.get("endpoints") or []:
-                cond = ep.get("conditions") or {}
-                if cond.get("ready") is False or cond.get("terminating"):
-                    continue
-                for address in ep.get("addresses") or []:
-                    if ipaddress.ip_address(address) in self.pod_cidr:
-                        out.append(f"{loopback_of(address)}:{number}")
-        return sorted(set(out))
+        endpoints = ready_endpoints(self.slices.items(), namespace, svc_ref["name"], port.get("name") or "", self.pod_cidr)
+        return [f"{address}:{number}" for address, number in endpoints]
 
     def _tls_files(self, namespace: str, secret_name: str) -> tuple[Path, Path]:
         secret = self.secrets.get(namespace, secret_name)

@@ -32,6 +32,7 @@ import itertools
 import logging
 import threading
 from pathlib import Path
+from typing import Iterable
 
 from .kube import Informer, Kube, Obj
 
@@ -136,6 +137,30 @@ class _Forwarder:
         await self.set_backends([])
 
 
+def ready_endpoints(slices: Iterable[Obj], namespace: str, service: str, port_name: str,
+                    cidr: ipaddress.IPv4Network) -> list[tuple[str, int]]:
+    """The loopback images of a Service port's ready endpoints in the runner's pod network, as
+    kube-proxy would pick them from the EndpointSlices (not ready or terminating: left out)."""
+    backends = []
+    for sl in slices:
+        meta = sl["metadata"]
+        if meta.get("namespace") != namespace or (meta.get("labels") or {}).get("kubernetes.io/service-name") != service:
+            continue
+        if sl.get("addressType") != "IPv4":
+            continue
+        number = next((p.get("port") for p in sl.get("ports") or [] if (p.get("name") or "") == port_name), None)
+        if number is None:
+            continue
+        for ep in sl.get("endpoints") or []:
+            cond = ep.get("conditions") or {}
+            if cond.get("ready") is False or cond.get("terminating"):
+                continue
+            for address in ep.get("addresses") or []:
+                if ipaddress.ip_address(address) in cidr:
+                    backends.append((loopback_of(address), int(number)))
+    return sorted(set(backends))
+
+
 class ServiceNetwork:
     """kube-proxy and cluster DNS stand-ins for the runner's pods (see the module docstring)."""
 
@@ -183,24 +208,7 @@ class ServiceNetwork:
     # ---- the Service view
 
     def ready_backends(self, namespace: str, service: str, port: Obj) -> list[tuple[str, int]]:
-        backends = []
-        for sl in self.slices.items():
-            meta = sl["metadata"]
-            if meta.get("namespace") != namespace or (meta.get("labels") or {}).get("kubernetes.io/service-name") != service:
-                continue
-            if sl.get("addressType") != "IPv4":
-                continue
-            number = next((p.get("port") for p in sl.get("ports") or [] if (p.get("name") or "") == (port.get("name") or "")), None)
-            if number is None:
-                continue
-            for ep in sl.get("endpoints") or []:
-                cond = ep.get("conditions") or {}
-                if cond.get("ready") is False or cond.get("terminating"):
-                    continue
-                for address in ep.get("addresses") or []:
-                    if ipaddress.ip_address(address) in self.cidr:
-                        backends.append((loopback_of(address), int(number)))
-        return sorted(backends)
+        return ready_endpoints(self.slices.items(), namespace, service, port.get("name") or "", self.cidr)
 
     def service_image(self, cluster_ip: str | None) -> str | None:
         """10.96.x.y -> 127.(96+slot).x.y; None for headless Services and addresses outside 10/8."""
