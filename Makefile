@@ -24,10 +24,8 @@ system-deps:
 
 # Every tier. Builds of the control plane and the server image's environment are cached outside
 # the repo (~/.cache/mlflow-operator), so only the first run pays for them.
-# The end-to-end scenarios (`make test-e2e`) are not in CI yet: they have not had a green run of
-# their own on a clean clone. Everything else is.
 test: setup system-deps build
-	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-e2e: setup system-deps build
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
