@@ -245,11 +245,23 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"mlflow-operator-migrate:{name}".encode()).digest()[:8], "big", signed=True)
 
 
+def mysql_lock_name(database: str, kind: str) -> str:
+    """The GET_LOCK name of one database's migration.
+
+    MySQL's named locks are server-wide, and one server often holds the databases of several teams:
+    the name carries the database, so their migrations do not wait for each other (PostgreSQL's
+    advisory locks are per database already). Lock names are limited to 64 characters, so the
+    database name is hashed.
+    """
+    return f"mlflow-operator-migrate-{kind}-{hashlib.sha256(database.encode()).hexdigest()[:24]}"
+
+
 @contextlib.contextmanager
 def migration_lock(engine: sqlalchemy.engine.Engine, uri: str, name: str, wait_seconds: float = LOCK_WAIT_SECONDS):
     """A database-level lock held for the whole migration, so two migrations never run at once.
 
-    PostgreSQL: a session advisory lock; MySQL: GET_LOCK; SQLite: an flock on ``<db>.migrate.lock``.
+    PostgreSQL: a session advisory lock; MySQL: GET_LOCK (named per database, :func:`mysql_lock_name`);
+    SQLite: an flock on ``<db>.migrate.lock``.
     """
     dialect = engine.dialect.name
     deadline = time.monotonic() + wait_seconds
@@ -294,7 +306,7 @@ def migration_lock(engine: sqlalchemy.engine.Engine, uri: str, name: str, wait_s
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
         elif dialect == "mysql":
-            lock_name = f"mlflow-operator-migrate-{name}"
+            lock_name = mysql_lock_name(engine.url.database or "", name)
             while conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 1)"), {"n": lock_name}).scalar() != 1:
                 waiting()
             try:
@@ -308,12 +320,44 @@ def migration_lock(engine: sqlalchemy.engine.Engine, uri: str, name: str, wait_s
 
 
 # ------------------------------------------------------------------------------------ migrating
+# MLflow's first auth migration (8606fa83a998) names the foreign keys of experiment_permissions and of
+# registered_model_permissions both `fk_user_id`. MySQL and MariaDB scope constraint names to the
+# database, so the second CREATE TABLE fails (errno 121, "Duplicate key on write or update";
+# mlflow/mlflow#9642 and #10964, open): stock MLflow cannot create a basic-auth database on MySQL. The
+# image gives the second one its own name as the table is created. No later auth migration refers to
+# either name.
+MYSQL_FOREIGN_KEY_RENAMES = {("registered_model_permissions", "fk_user_id"): "fk_registered_model_perm_user_id"}
+
+
+@contextlib.contextmanager
+def _unique_foreign_key_names(engine: sqlalchemy.engine.Engine):
+    """While MLflow's migrations create tables on MySQL, rename the clashing foreign keys above."""
+    if engine.dialect.name != "mysql":
+        yield
+        return
+
+    def before_create(table, connection, **kw):
+        for constraint in table.constraints:
+            if isinstance(constraint, sqlalchemy.ForeignKeyConstraint):
+                new = MYSQL_FOREIGN_KEY_RENAMES.get((table.name, constraint.name))
+                if new:
+                    log.info("naming foreign key %s.%s %s (MySQL needs unique names)", table.name, constraint.name, new)
+                    constraint.name = new
+
+    sqlalchemy.event.listen(sqlalchemy.Table, "before_create", before_create)
+    try:
+        yield
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.Table, "before_create", before_create)
+
+
 def _apply(engine: sqlalchemy.engine.Engine, kind: SchemaKind, status: SchemaStatus) -> None:
     """What `mlflow db upgrade` (tracking) and the auth app's start-up migration (auth) do."""
     if kind is AUTH:
         from mlflow.server.auth.db import utils as auth_db_utils
 
-        auth_db_utils.migrate(engine, "head")
+        with _unique_foreign_key_names(engine):
+            auth_db_utils.migrate(engine, "head")
         return
     from mlflow.store.db import utils as db_utils
 
