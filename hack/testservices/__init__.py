@@ -1,6 +1,7 @@
 """Real services for the workload tests and the benchmark, started on 127.0.0.1 only.
 
 - ``postgres``: Debian's PostgreSQL 15 (initdb + postgres in a temp dir, password auth).
+- ``mysql``: Debian's MariaDB (mariadb-install-db + mariadbd in a temp dir, a password user).
 - ``s3``: MinIO built from its Go module (cached), an S3-compatible server.
 - ``nginx``: Debian's NGINX with a generated config (path routing, body size, timeouts).
 - ``venvs``: the server image's virtualenv (built by server-image/install.sh) and a separate client

@@ -4,6 +4,8 @@ Fixtures (all fail with the reason, never skip, when a real part cannot be provi
 - ``server_venv``: the server image's virtualenv (server-image/install.sh), a ``Venv``.
 - ``client_venv``: the stock `mlflow` client + scikit-learn, a ``Venv``.
 - ``postgres``: a running ``Postgres``; ``postgres.create_database()`` gives a fresh URI.
+- ``mysql``: a running ``MySQL`` (Debian's MariaDB); ``mysql.create_database()`` gives a fresh
+  ``mysql://`` URI; ``mysql_uri``: a fresh empty database on it.
 - ``s3``: a running MinIO ``S3Server``; ``s3.create_bucket(name)``, ``s3.env()``.
 - ``pg_uri``: a fresh empty database URI on ``postgres``; ``migrated_pg_uri``: one migrated by
   ``mlflow-entrypoint migrate``.
@@ -23,6 +25,7 @@ import pytest
 
 from . import ServiceError
 from .mlflowproc import run_entrypoint, start_entrypoint
+from .mysql import MySQL
 from .nginx import Nginx
 from .postgres import Postgres
 from .s3 import S3Server
@@ -59,6 +62,13 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
+def mysql():
+    db = _provide("MySQL (MariaDB)", lambda: MySQL().start())
+    yield db
+    db.stop()
+
+
+@pytest.fixture(scope="session")
 def s3():
     server = _provide("the S3 server (MinIO)", lambda: S3Server().start())
     yield server
@@ -68,6 +78,11 @@ def s3():
 @pytest.fixture
 def pg_uri(postgres):
     return postgres.create_database()
+
+
+@pytest.fixture
+def mysql_uri(mysql):
+    return mysql.create_database()
 
 
 @pytest.fixture
