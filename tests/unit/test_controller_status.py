@@ -11,6 +11,7 @@ from mlflow_operator.controller.reachability import (
     artifact_endpoint,
     database_endpoint,
     probe_tcp,
+    unsupported_database,
 )
 from mlflow_operator.controller.reconcile import secret_key_refs, summarize
 
@@ -86,6 +87,15 @@ def test_endpoints_never_keep_the_password():
     assert artifact_endpoint("s3://bucket/p", None, "eu-west-1") == Endpoint("s3.eu-west-1.amazonaws.com", 443)
     assert artifact_endpoint("wasbs://c@acct.blob.core.windows.net/p") == Endpoint("acct.blob.core.windows.net", 443)
     assert artifact_endpoint("/data/artifacts") is None
+
+
+def test_only_databases_the_image_can_drive_are_accepted():
+    for ok in ("postgresql://u:p@db/mlflow", "postgresql+psycopg2://db/x", "postgres://db/x", "mysql+pymysql://db/x", "mysql://db/x"):
+        assert unsupported_database(ok) is None, ok
+    problem = unsupported_database("mssql+pyodbc://u:s3cr3t@sql/mlflow")
+    assert problem and problem.startswith("mssql://") and "postgresql://" in problem and "s3cr3t" not in problem
+    assert "mysql://" in unsupported_database("mariadb://db/x")
+    assert unsupported_database("db.team.svc:5432/mlflow")
 
 
 def test_probe_tcp_tells_open_from_closed():

@@ -67,7 +67,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "database-needs-uri",
         "!has(self.backendStore) || self.backendStore.type != 'Database' || has(self.backendStore.uri)",
         "backendStore.uri is required when backendStore.type is Database: a secretKeyRef to the "
-        "database URI (postgresql://, mysql://, mssql://)",
+        "database URI (postgresql:// or mysql://)",
         "backendStore.uri",
         lambda s: s.backend_store is None or s.backend_store.type != "Database" or s.backend_store.uri is not None,
     ),

@@ -56,14 +56,14 @@ class BackendStore(ApiModel):
         "replica, Recreate strategy. FileStore: MLflow's legacy ./mlruns-style directory on the "
         "volume (file:///data/mlruns); MLflow has deprecated it and only runs it with "
         "MLFLOW_ALLOW_FILE_STORE=true, which the operator sets: use it to serve existing mlruns "
-        "data, prefer SQLite for new servers. Database: an external PostgreSQL, MySQL or MSSQL "
+        "data, prefer SQLite for new servers. Database: an external PostgreSQL or MySQL (or MariaDB) "
         "database whose SQLAlchemy URI is read from a Secret (`uri`); allows several replicas.",
     )
     uri: SecretValue | None = Field(
         default=None,
         description="Database only: the SQLAlchemy URI (postgresql://user:password@host:5432/db, "
-        "mysql+pymysql://..., mssql+pyodbc://...), read from a Secret key so the password never "
-        "appears in the TrackingServer.",
+        "mysql://user:password@host:3306/db; the image's drivers are psycopg2 and PyMySQL), read "
+        "from a Secret key so the password never appears in the TrackingServer.",
     )
     registry_store_uri: SecretValue | None = Field(
         default=None,

@@ -15,8 +15,6 @@ DEFAULT_PORTS = {
     "postgresql": 5432,
     "postgres": 5432,
     "mysql": 3306,
-    "mariadb": 3306,
-    "mssql": 1433,
     "http": 80,
     "https": 443,
 }
@@ -36,6 +34,19 @@ class Probe:
     reachable: bool
     reason: str
     message: str
+
+
+# The dialects the server image has drivers for (psycopg2, PyMySQL; MariaDB speaks mysql://).
+SUPPORTED_DATABASES = ("postgresql", "postgres", "mysql")
+
+
+def unsupported_database(uri: str) -> str | None:
+    """Why the server image cannot use this database URI, or None when it can."""
+    dialect = urlsplit(uri).scheme.split("+", 1)[0].lower()
+    if dialect in SUPPORTED_DATABASES:
+        return None
+    return (f"{dialect or 'a URI without scheme'}:// is not a database the server image supports: "
+            f"use postgresql:// or mysql:// (MariaDB too)")
 
 
 def database_endpoint(uri: str) -> Endpoint | None:

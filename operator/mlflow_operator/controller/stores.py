@@ -5,7 +5,7 @@ import time
 
 from ..api import TrackingServer
 from ..api import derived as d
-from .reachability import Probe, artifact_endpoint, database_endpoint, probe_tcp
+from .reachability import Probe, artifact_endpoint, database_endpoint, probe_tcp, unsupported_database
 from .reconcile import SecretReader
 
 # Probes are cheap but a pass can run often (every child event): reuse a result for a few seconds.
@@ -32,6 +32,9 @@ def backend_probe(ts: TrackingServer, secrets: SecretReader) -> Probe:
     uri = secrets.value(ref.name, ref.key)
     if uri is None:
         return Probe(False, "SecretNotFound", f"Secret {ref.name} key {ref.key} not found")
+    problem = unsupported_database(uri)
+    if problem:
+        return Probe(False, "UnsupportedDatabase", f"the URI in Secret {ref.name} key {ref.key}: {problem}")
     endpoint = database_endpoint(uri)
     if endpoint is None:
         return Probe(False, "InvalidURI", f"the URI in Secret {ref.name} key {ref.key} names no database host")
