@@ -190,3 +190,38 @@ def test_check_reports_database_and_artifacts(entrypoint, migrated_pg_uri, pg_ur
     assert report["databases"][0]["reachable"] is True and report["databases"][0]["schema"]["state"] == "empty"
     assert report["artifacts"]["writable"] is False and "NoSuchBucket" in report["artifacts"]["error"]
     assert s3.secret_key not in bad.stdout + bad.stderr
+
+
+def test_serve_becomes_uvicorn_and_stops_on_sigterm(mlflow_server, migrated_pg_uri, tmp_path):
+    """The container's main process is uvicorn's supervisor (no MLflow CLI parent holding ~160 MB of
+    imports), its workers are its children, and one SIGTERM to it alone (what the kubelet sends)
+    ends the whole tree cleanly."""
+    import os
+    import signal
+
+    srv = mlflow_server(proxied(migrated_pg_uri, str(tmp_path / "artifacts"), **{O + "WORKERS": "2"}))
+    main_cmdline = Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"uvicorn" in main_cmdline and b"mlflow" not in Path(main_cmdline[0].decode()).name.encode(), main_cmdline
+    pids = server_pids(srv)
+    cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode() for p in pids}
+    workers = [p for p, cmd in cmdlines.items() if "spawn_main" in cmd and "resource_tracker" not in cmd]
+    assert len(workers) == 2, cmdlines
+    # MLflow's own per-boot preparation still reaches the workers
+    assert proc_environ(workers[0]).get("_MLFLOW_SGI_NAME") == "uvicorn"
+    assert requests.get(srv.url + "/api/2.0/mlflow/experiments/search?max_results=1", timeout=10).status_code == 200
+
+    os.kill(srv.proc.pid, signal.SIGTERM)  # the main process only, not the group
+    assert srv.proc.wait(30) == 0, srv.output()[-2000:]
+    import time
+
+    deadline = time.monotonic() + 10  # the supervisor waits for its workers; init reaps the rest
+    while (leftovers := [p for p in pids[1:] if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers, f"workers left running: {leftovers}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False

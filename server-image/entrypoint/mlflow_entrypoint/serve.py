@@ -14,6 +14,10 @@ Choices (each measured by bench/server.py, see the report in the repository's hi
   on the node can read in /proc), rewritten for the image's drivers with a connect timeout.
 - the working directory is the scratch dir: nothing MLflow writes by default (``./mlflow.db``,
   ``./mlartifacts``) can land in a read-only or shared place.
+- ``mlflow server`` is run in this process, and where it would start uvicorn as a child and wait
+  for it, the process becomes uvicorn instead (see ``run_mlflow_server``): the CLI parent holds
+  ~160 MB of imported MLflow for nothing but forwarding signals, and uvicorn's supervisor as the
+  container's main process gets SIGTERM directly.
 """
 from __future__ import annotations
 
@@ -187,6 +191,38 @@ def serve(s: Settings) -> None:
             "every request whose Host is not localhost, while /health keeps answering 200"
         )
     os.chdir(s.scratch_dir)
+    if env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "").lower() in ("false", "0"):
+        run_mlflow_server(argv, env)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(str(exe), [str(exe), *argv[1:]], env)
+
+
+def run_mlflow_server(argv: list[str], env: dict[str, str]) -> None:
+    """Runs MLflow's own ``server`` command here, up to the point where it starts uvicorn, and
+    execs uvicorn in its place.
+
+    Everything MLflow prepares for its workers stays MLflow's (argument checks, the store
+    initialisation, basic-auth bootstrap, the per-boot ids and tokens in the workers'
+    environment): only the spawn is replaced. With the job runner on, MLflow must keep its parent
+    process (it starts the runner after uvicorn), so the caller does not come here. Should a later
+    MLflow start uvicorn some other way, its CLI simply runs as the parent, as it does by default.
+    Returns only when MLflow cannot be imported here; the caller then execs the plain CLI.
+    """
+    os.environ.clear()
+    os.environ.update(env)  # before the import: MLflow reads some settings when its modules load
+    try:
+        import mlflow.server
+        from mlflow.cli import cli
+    except ImportError as exc:  # a broken environment: let the plain CLI report it
+        log.warning("cannot run mlflow server in-process (%s); starting it as a child", exc)
+        return
+
+    def exec_instead(cmd, *, extra_env=None, **_kwargs):
+        child_env = {**os.environ, **(extra_env or {})}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(cmd[0], list(cmd), child_env)
+
+    mlflow.server._exec_cmd = exec_instead
+    cli.main(args=argv[1:], prog_name="mlflow")
