@@ -5,7 +5,9 @@ import pytest
 
 from mlflow_operator.controller.conditions import Condition, merge_conditions
 from mlflow_operator.controller.migrations import job_state
-from mlflow_operator.controller.observe import availability, degraded, progressing, rollout_of
+from dataclasses import replace
+
+from mlflow_operator.controller.observe import availability, degraded, pod_problem, progressing, rollout_of
 from mlflow_operator.controller.reachability import (
     Endpoint,
     artifact_endpoint,
@@ -71,6 +73,51 @@ def test_rollout_states():
     assert availability({"tracking": rollout_of(None, "ts")}, None).reason == "DeploymentMissing"
 
 
+def _pod(name: str, created: str, statuses: list[dict], init: list[dict] | None = None, conditions=None) -> dict:
+    return {"metadata": {"name": name, "creationTimestamp": created},
+            "status": {"phase": "Running", "containerStatuses": statuses, "initContainerStatuses": init or [],
+                       "conditions": conditions or []}}
+
+
+REFUSAL = ("INFO waiting for database db.team-a.svc:5432\n"
+           "mlflow-entrypoint serve: refusing to start: tracking database db.team-a.svc:5432/mlflow has no "
+           "MLflow schema (run the migration Job)\n")
+
+
+def test_pod_problem_names_the_crash_and_the_entrypoint_reason():
+    crashing = {"name": "mlflow", "ready": False, "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+                "lastState": {"terminated": {"exitCode": 3, "reason": "Error", "message": REFUSAL}}}
+    starting = {"name": "mlflow", "ready": False, "state": {"waiting": {"reason": "ContainerCreating"}}}
+    problem = pod_problem([_pod("ts-old", "2026-01-01T00:00:00Z", [crashing]), _pod("ts-new", "2026-01-01T00:05:00Z", [starting])])
+    assert problem.reason == "CrashLoopBackOff"
+    assert problem.message.startswith("container mlflow of pod ts-old: CrashLoopBackOff (last exit code 3): ")
+    assert "has no MLflow schema (run the migration Job)" in problem.message and len(problem.message) < 520
+    # A pod that is merely starting is not a problem; neither is one whose probe has not passed yet.
+    running = {"name": "mlflow", "ready": False, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+    assert pod_problem([_pod("a", "t", [starting]), _pod("b", "t", [running])]) is None
+    assert pod_problem([]) is None
+
+    pull = {"name": "mlflow", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x:9\""}}}
+    assert pod_problem([_pod("p", "t", [pull])]).reason == "ImagePullBackOff"
+    init_failed = {"name": "wait-for-backend", "state": {"terminated": {"exitCode": 1, "message": "gave up after 60 s on db:5432"}}}
+    failed = pod_problem([_pod("p", "t", [starting], init=[init_failed])])
+    assert failed.reason == "ContainerFailed" and "wait-for-backend" in failed.message and "gave up after 60 s" in failed.message
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": "0/3 nodes are available: 3 Insufficient memory."}
+    assert pod_problem([_pod("p", "t", [], conditions=[unschedulable])]).message.endswith("3 Insufficient memory.")
+
+
+def test_availability_carries_the_pod_problem():
+    stuck = rollout_of(_deployment(ready=0, available=0), "ts")
+    crash = pod_problem([_pod("ts-1", "t", [{"name": "mlflow", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                             "lastState": {"terminated": {"exitCode": 3, "message": REFUSAL}}}])])
+    cond = availability({"tracking": replace(stuck, problem=crash)}, None)
+    assert cond.status is False and cond.reason == "CrashLoopBackOff"
+    assert cond.message.startswith("0/2 tracking pods ready; container mlflow of pod ts-1") and "no MLflow schema" in cond.message
+    assert availability({"tracking": stuck}, None).reason == "NoPodReady"
+
+
 def test_job_states():
     assert job_state({"status": {}}) == "Running"
     assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) == "Succeeded"
@@ -122,3 +169,14 @@ def test_secret_key_refs_collects_env_and_volumes():
         {"kind": "Service", "spec": {}},
     ]
     assert secret_key_refs(manifests) == {"db": {"uri"}, "s3": {"id"}, "gcs": {"key.json"}}
+
+
+def test_not_ready_pods_are_looked_at_again_soon():
+    from mlflow_operator.controller.reconcile import pods_not_ready
+
+    assert pods_not_ready([Condition("Available", False, "CrashLoopBackOff", "0/1")])
+    assert pods_not_ready([Condition("Available", True, "MinimumReplicasAvailable", "1/2"),
+                           Condition("Degraded", True, "SomePodsNotReady", "1/2")])
+    assert not pods_not_ready([Condition("Available", True, "MinimumReplicasAvailable", "2/2"),
+                               Condition("Degraded", False, "AsExpected", "")])
+    assert not pods_not_ready([Condition("Available", False, "WaitingForMigrations", "")])

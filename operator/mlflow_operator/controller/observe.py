@@ -1,7 +1,7 @@
 """Status from observation: what the Deployments and the stores say now."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..api import TrackingServer
@@ -32,6 +32,7 @@ class Rollout:
     current_generation: bool = True
     deadline_exceeded: bool = False
     version: str | None = None
+    problem: PodProblem | None = None  # why a pod is not ready, when its containers tell
 
     @property
     def rolled_out(self) -> bool:
@@ -39,6 +40,56 @@ class Rollout:
 
     def describe(self, component: str) -> str:
         return f"{self.ready}/{self.desired} {component} pods ready"
+
+
+@dataclass(frozen=True)
+class PodProblem:
+    reason: str  # the kubelet's CamelCase reason: CrashLoopBackOff, ImagePullBackOff, Unschedulable, ...
+    message: str
+
+
+# Waiting reasons of a container that is simply starting, not stuck.
+_STARTING = {"ContainerCreating", "PodInitializing"}
+MESSAGE_LIMIT = 400
+
+
+def _last_lines(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """The end of a termination message (the entrypoint's last log lines): the reason is there."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    out = ""
+    for line in reversed(lines):
+        candidate = f"{line} | {out}" if out else line
+        if len(candidate) > limit:
+            break
+        out = candidate
+    return out or text.strip()[-limit:]
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> PodProblem | None:
+    """The first reason, newest pod first, that a pod of a Deployment is not serving: a container
+    waiting for something other than its start (CrashLoopBackOff, ImagePullBackOff,
+    CreateContainerConfigError, ...) with its last exit and termination message, an init
+    container that failed, or a pod the scheduler cannot place. None when nothing is stuck."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            state, last = cs.get("state") or {}, (cs.get("lastState") or {}).get("terminated")
+            waiting, terminated = state.get("waiting"), state.get("terminated")
+            if waiting and waiting.get("reason") not in _STARTING:
+                head = f"container {cs['name']} of pod {pod['metadata']['name']}: {waiting.get('reason')}"
+                if last:
+                    head += f" (last exit code {last.get('exitCode')})"
+                detail = (last or {}).get("message") or waiting.get("message") or ""
+                return PodProblem(waiting.get("reason") or "Waiting", head + (f": {_last_lines(detail)}" if detail.strip() else ""))
+            if terminated and terminated.get("exitCode") not in (0, None) and status.get("phase") != "Succeeded":
+                detail = _last_lines(terminated.get("message") or terminated.get("reason") or "")
+                return PodProblem("ContainerFailed", f"container {cs['name']} of pod {pod['metadata']['name']} "
+                                  f"exited with code {terminated.get('exitCode')}" + (f": {detail}" if detail else ""))
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return PodProblem(cond.get("reason") or "Unschedulable",
+                                  f"pod {pod['metadata']['name']}: {_last_lines(cond.get('message') or 'not scheduled')}")
+    return None
 
 
 def rollout_of(deployment: dict[str, Any] | None, name: str) -> Rollout:
@@ -61,12 +112,21 @@ def rollout_of(deployment: dict[str, Any] | None, name: str) -> Rollout:
     )
 
 
+def observe_rollout(ts: TrackingServer, component: str, name: str) -> Rollout:
+    rollout = rollout_of(kube.get("apps/v1", "Deployment", ts.namespace, name), name)
+    if rollout.exists and rollout.ready < rollout.desired:
+        # Only then are the pods read: a healthy server costs no extra request per pass.
+        selector = ",".join(f"{k}={v}" for k, v in naming.selector_labels(ts, component).items())
+        problem = pod_problem(kube.list_objects("v1", "Pod", ts.namespace, selector))
+        if problem:
+            rollout = replace(rollout, problem=problem)
+    return rollout
+
+
 def observe(ts: TrackingServer, gate: MigrationGate | None, probes: list[Probe | None]) -> Observation:
-    rollouts = {naming.TRACKING: rollout_of(kube.get("apps/v1", "Deployment", ts.namespace, naming.tracking_name(ts)), naming.tracking_name(ts))}
+    rollouts = {naming.TRACKING: observe_rollout(ts, naming.TRACKING, naming.tracking_name(ts))}
     if ts.spec.artifacts.mode == "Split":
-        rollouts[naming.ARTIFACTS] = rollout_of(
-            kube.get("apps/v1", "Deployment", ts.namespace, naming.artifacts_name(ts)), naming.artifacts_name(ts)
-        )
+        rollouts[naming.ARTIFACTS] = observe_rollout(ts, naming.ARTIFACTS, naming.artifacts_name(ts))
     conditions = [availability(rollouts, gate), progressing(rollouts, gate), degraded(rollouts, gate)]
     if gate is not None:
         conditions.append(gate.condition)
@@ -93,6 +153,9 @@ def availability(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Co
         return Condition("Available", True, "MinimumReplicasAvailable", message)
     if all(r.desired == 0 for r in rollouts.values()):
         return Condition("Available", False, "ScaledToZero", message)
+    stuck = next((r for r in rollouts.values() if r.available < 1 and r.problem), None)
+    if stuck:
+        return Condition("Available", False, stuck.problem.reason, f"{message}; {stuck.problem.message}")
     return Condition("Available", False, "NoPodReady", message)
 
 
@@ -113,5 +176,6 @@ def degraded(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Condit
         if r.deadline_exceeded:
             return Condition("Degraded", True, "ProgressDeadlineExceeded", f"Deployment {r.name} did not roll out in time")
         if r.exists and r.rolled_out and r.ready < r.desired:
-            return Condition("Degraded", True, "SomePodsNotReady", f"Deployment {r.name}: {r.ready}/{r.desired} pods ready")
+            detail = f"; {r.problem.message}" if r.problem else ""
+            return Condition("Degraded", True, "SomePodsNotReady", f"Deployment {r.name}: {r.ready}/{r.desired} pods ready{detail}")
     return Condition("Degraded", False, "AsExpected", "nothing is degraded")

@@ -50,6 +50,8 @@ PRUNABLE_KINDS = (
 WORKLOAD_KINDS = {"Deployment", "Job"}
 CREATE_ONLY_KINDS = {"Secret", "PersistentVolumeClaim"}
 
+NOT_READY_RECHECK_SECONDS = 10
+
 EventFn = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
 
 
@@ -230,6 +232,10 @@ def reconcile(body: dict[str, Any], emit: EventFn,
 
     observation = observe(ts, gate, probes(ts, secrets) if probes else [])
     observed += observation.conditions
+    if pods_not_ready(observation.conditions):
+        # Pods are not watched (a cluster-wide pod watch costs every cluster more than it gives):
+        # while pods are not ready, look again soon, so a crash loop's reason reaches status.
+        requeue = min(requeue or NOT_READY_RECHECK_SECONDS, NOT_READY_RECHECK_SECONDS)
     conditions = merge_conditions(previous, observed, generation)
     conditions = merge_conditions(conditions, [summarize(conditions)], generation)
     announce_transitions(previous, conditions, emit)
@@ -242,6 +248,16 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         **observation.fields,
     }
     return PassResult(status=status, requeue_after=requeue)
+
+
+def pods_not_ready(conditions: list[Condition]) -> bool:
+    """A Deployment exists whose pods are starting or stuck (observe.py's reasons)."""
+    for c in conditions:
+        if c.type == "Available" and c.status is False and c.reason not in ("WaitingForMigrations", "DeploymentMissing", "ScaledToZero"):
+            return True
+        if c.type == "Degraded" and c.reason == "SomePodsNotReady":
+            return True
+    return False
 
 
 SUMMARIZED = ("Reconciled", "MigrationsApplied", "Available", "BackendReachable", "ArtifactStoreReachable")

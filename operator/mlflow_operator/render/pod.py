@@ -72,6 +72,9 @@ def container(
         "env": env,
         "resources": resources,
         "securityContext": container_security_context(),
+        # The entrypoint's last log lines become the termination message of a failed container
+        # ("refusing to start: ..."), which the operator copies into the TrackingServer's status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
 
