@@ -359,3 +359,48 @@ def test_operator_metrics_count_reconciles(cluster, operator, namespace):
     assert float(line.rsplit(" ", 1)[1]) >= 1
     ready = next(l for l in text.splitlines() if l.startswith("mlflow_operator_trackingserver_ready") and f'namespace="{namespace}"' in l)
     assert ready.endswith(" 1.0")
+
+
+# ---- the data volume grows with the spec, where the storage class allows it -------------------------
+
+def test_volume_grows_where_the_storage_class_allows_and_never_shrinks(cluster, operator, namespace):
+    cls = f"expandable-{namespace}"[:63]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": cls},
+        "provisioner": "mlflow-operator.dev/test-none", "allowVolumeExpansion": True,
+    }))
+    try:
+        ts = load_example("02-sqlite.yaml", namespace)
+        ts["spec"].setdefault("storage", {})["storageClassName"] = cls
+        ts["spec"]["storage"]["size"] = "1Gi"
+        apply_object(cluster, ts)
+        name = ts["metadata"]["name"]
+        wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+        wait_for("the claim to be bound", lambda: get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["status"].get("phase") == "Bound")
+
+        cluster.kubectl("patch", "trackingserver", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"storage":{"size":"2Gi"}}}')
+        wait_for("the claim to ask for 2Gi", lambda: get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["spec"]["resources"]["requests"]["storage"] == "2Gi", timeout=60)
+        live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, VolumeResized="True")
+        assert condition(live, "VolumeResized")["reason"] in ("ExpansionRequested", "ExpansionInProgress"), condition(live, "VolumeResized")
+
+        cluster.kubectl("patch", "trackingserver", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"storage":{"size":"1Gi"}}}')
+        live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, VolumeResized="False")
+        assert condition(live, "VolumeResized")["reason"] == "ShrinkNotPossible"
+        assert get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["spec"]["resources"]["requests"]["storage"] == "2Gi"
+        assert condition(live, "Ready")["status"] == "True", "a refused shrink must not take the server down"
+    finally:
+        cluster.kubectl("delete", "storageclass", cls, "--ignore-not-found")
+
+
+def test_volume_growth_refused_by_the_storage_class_is_reported(cluster, operator, namespace):
+    ts = load_example("02-sqlite.yaml", namespace)  # the static volumes here have no expandable class
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    wait_for("the claim to be bound", lambda: get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["status"].get("phase") == "Bound")
+    before = get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["spec"]["resources"]["requests"]["storage"]
+    cluster.kubectl("patch", "trackingserver", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"storage":{"size":"500Gi"}}}')
+    live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, VolumeResized="False")
+    cond = condition(live, "VolumeResized")
+    assert cond["reason"] == "ExpansionRefused" and "500Gi" in cond["message"], cond
+    assert get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["spec"]["resources"]["requests"]["storage"] == before

@@ -180,3 +180,22 @@ def test_not_ready_pods_are_looked_at_again_soon():
     assert not pods_not_ready([Condition("Available", True, "MinimumReplicasAvailable", "2/2"),
                                Condition("Degraded", False, "AsExpected", "")])
     assert not pods_not_ready([Condition("Available", False, "WaitingForMigrations", "")])
+
+
+def _claim(requested: str, capacity: str | None = None) -> dict:
+    status = {"capacity": {"storage": capacity}} if capacity else {}
+    return {"metadata": {"name": "team-data"}, "spec": {"resources": {"requests": {"storage": requested}}}, "status": status}
+
+
+def test_volume_claims_only_grow():
+    from mlflow_operator.controller.volumes import size_decision
+
+    grow, cond = size_decision(_claim("20Gi"), _claim("10Gi", "10Gi"))
+    assert grow and cond.reason == "ExpansionRequested" and "10Gi to 20Gi" in cond.message
+    grow, cond = size_decision(_claim("5Gi"), _claim("10Gi", "10Gi"))
+    assert not grow and cond.status is False and cond.reason == "ShrinkNotPossible" and "10Gi" in cond.message
+    # units compare as quantities, not strings
+    assert size_decision(_claim("10240Mi"), _claim("10Gi"))[1].reason == "AsRequested"
+    assert size_decision(_claim("1Ti"), _claim("900Gi"))[0] is True
+    grow, cond = size_decision(_claim("20Gi"), _claim("20Gi", "10Gi"))
+    assert not grow and cond.reason == "ExpansionInProgress"

@@ -30,6 +30,7 @@ from .conditions import Condition, find, merge_conditions
 from .migrations import MigrationGate, gate_migrations
 from .observe import Observation, observe
 from .reachability import Probe
+from .volumes import ensure_volume_claim
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def read_referenced_secrets(refs: dict[str, set[str]], fresh: dict[str, Any], se
 def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
     """Applies everything but workloads. A kind the cluster does not serve (Gateway API or
     ServiceMonitor CRDs not installed) is skipped and reported, not an error that blocks the rest."""
-    problems = []
+    problems, conditions = [], []
     for manifest in manifests:
         kind = manifest["kind"]
         if kind in WORKLOAD_KINDS:
@@ -162,16 +163,22 @@ def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
             problems.append(f"{kind} {manifest['metadata']['name']} not created: the cluster does not serve "
                             f"{manifest['apiVersion']} (install its CRDs)")
             continue
+        if kind == "PersistentVolumeClaim":
+            # Volumes hold data and are immutable but for growing: see volumes.py.
+            condition = ensure_volume_claim(manifest)
+            if condition:
+                conditions.append(condition)
+            continue
         if kind in CREATE_ONLY_KINDS:
-            # Generated Secrets hold random values; volumes hold data and are mostly immutable.
+            # Generated Secrets hold random values, never overwritten.
             if kube.get(manifest["apiVersion"], kind, manifest["metadata"]["namespace"], manifest["metadata"]["name"]) is None:
                 kube.create(manifest)
             continue
         kube.apply(manifest)
         metrics.APPLIED_OBJECTS.labels(kind).inc()
     if problems:
-        return [Condition("Reconciled", False, "CRDNotInstalled", "; ".join(problems))]
-    return []
+        conditions.append(Condition("Reconciled", False, "CRDNotInstalled", "; ".join(problems)))
+    return conditions
 
 
 def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
