@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from .build import BuildError
 from .cluster import Cluster, ClusterError, KubectlError, start
-from .kwok_stages import FAIL_ANNOTATION, FAKE_NODE_ANNOTATION, NOT_READY_ANNOTATION
+from .kwok_stages import FAIL_ANNOTATION, FAKE_NODE_ANNOTATION, HOLD_ANNOTATION, NOT_READY_ANNOTATION
 from .versions import KUBERNETES
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "existing",
     "FAIL_ANNOTATION",
     "FAKE_NODE_ANNOTATION",
+    "HOLD_ANNOTATION",
     "NOT_READY_ANNOTATION",
     "KUBERNETES",
 ]

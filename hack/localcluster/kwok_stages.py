@@ -13,6 +13,9 @@ another process is never touched. Pods scheduled onto a fake node follow these s
 - ``pod-fail``: a Running pod annotated ``mlflow-operator.dev/test-fail: "true"`` -> Failed,
   containers terminated with exit code 1, reason Error (so Jobs fail on demand; put the
   annotation on the Job's pod template).
+- A Job's pod annotated ``mlflow-operator.dev/test-hold: "true"`` stays Running (``pod-complete``
+  skips it) until the annotation is removed or changed on the live pod: a migration that takes
+  as long as the test wants.
 - ``pod-delete``: a pod being deleted is removed at once (no kubelet grace period).
 
 The node stages are kwok's own ``node-initialize`` and ``node-heartbeat-with-lease``.
@@ -23,6 +26,7 @@ FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 FAKE_NODE_ANNOTATION_VALUE = "fake"
 FAIL_ANNOTATION = "mlflow-operator.dev/test-fail"
 NOT_READY_ANNOTATION = "mlflow-operator.dev/test-not-ready"
+HOLD_ANNOTATION = "mlflow-operator.dev/test-hold"
 
 _NODE_INITIALIZE = r"""
 apiVersion: kwok.x-k8s.io/v1alpha1
@@ -351,6 +355,10 @@ _JOB_POD_NOT_FAILING = f"""\
       values:
       - 'Job'
     - key: '.metadata.annotations["{FAIL_ANNOTATION}"]'
+      operator: 'NotIn'
+      values:
+      - 'true'
+    - key: '.metadata.annotations["{HOLD_ANNOTATION}"]'
       operator: 'NotIn'
       values:
       - 'true'"""

@@ -404,3 +404,54 @@ def test_volume_growth_refused_by_the_storage_class_is_reported(cluster, operato
     cond = condition(live, "VolumeResized")
     assert cond["reason"] == "ExpansionRefused" and "500Gi" in cond["message"], cond
     assert get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["spec"]["resources"]["requests"]["storage"] == before
+
+
+# ---- never two migration Jobs at once ---------------------------------------------------------------
+
+HOLD_ANNOTATION = "mlflow-operator.dev/test-hold"
+
+
+def test_a_spec_change_during_a_migration_never_runs_two_jobs_at_once(cluster, operator, namespace, database_listener):
+    ts = load_example("04-remote-direct.yaml", namespace)
+    create_referenced_secrets(cluster, ts, database_listener)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    old_image = deployment(cluster, namespace, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=migration"
+
+    def unfinished_jobs() -> list[str]:
+        jobs = get_json(cluster, "jobs", "-n", namespace, "-l", selector)["items"]
+        return sorted(j["metadata"]["name"] for j in jobs
+                      if not any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
+                                 for c in j.get("status", {}).get("conditions") or []))
+
+    # A migration that keeps running (kwok holds the Job's pod).
+    held = {"spec": {"image": "ghcr.io/mlflow-operator/mlflow-server:9.9.8", "podTemplate": {"annotations": {HOLD_ANNOTATION: "true"}}}}
+    cluster.kubectl("patch", "trackingserver", name, "-n", namespace, "--type=merge", "-p", json.dumps(held))
+    first = wait_for("a held migration Job", lambda: (lambda j: j[0] if len(j) == 1 else None)(unfinished_jobs()), timeout=60)
+    assert condition(get_json(cluster, "trackingserver", name, "-n", namespace), "MigrationsApplied")["status"] == "False"
+
+    # The spec changes again while it runs: the first is stopped before the second starts.
+    cluster.kubectl("patch", "trackingserver", name, "-n", namespace, "--type=merge", "-p",
+                    json.dumps({"spec": {"image": "ghcr.io/mlflow-operator/mlflow-server:9.9.9"}}))
+    seen: list[list[str]] = []
+
+    def second_job_running():
+        current = unfinished_jobs()
+        seen.append(current)
+        return current[0] if current and current[0] != first else None
+
+    second = wait_for("the superseding migration Job", second_job_running, timeout=90, interval=0.2)
+    assert all(len(names) <= 1 for names in seen), f"two migration Jobs at once: {[n for n in seen if len(n) > 1]}"
+    assert get_json(cluster, "job", first, "-n", namespace) is None, "the superseded Job must be gone"
+    assert deployment(cluster, namespace, name)["spec"]["template"]["spec"]["containers"][0]["image"] == old_image
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+    assert any(e["reason"] == "MigrationSuperseded" for e in events), [e["reason"] for e in events]
+
+    # Let it finish: then, and only then, the servers roll onto the newest image.
+    for pod in get_json(cluster, "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={second}")["items"]:
+        cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", namespace, f"{HOLD_ANNOTATION}=false", "--overwrite")
+    live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    assert deployment(cluster, namespace, name)["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":9.9.9")
+    assert live["status"]["mlflowVersion"] == "9.9.9"
