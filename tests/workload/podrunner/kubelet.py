@@ -511,7 +511,8 @@ class PodWorker(threading.Thread):
         c.error_file = self.dir / f"{c.name}-{c.instance}.start-error"
         c.error_file.unlink(missing_ok=True)
         spec = {"hostname": self.hostname, "mounts": plan.mounts, "readOnlyRootFilesystem": plan.read_only_root,
-                "workingDir": plan.working_dir, "argv": plan.argv, "env": env, "errorFile": str(c.error_file)}
+                "workingDir": plan.working_dir, "argv": plan.argv, "env": env, "errorFile": str(c.error_file),
+                "imageRoot": str(plan.image_config.venv)}
         spec_file = self.dir / f"{c.name}-{c.instance}.json"
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

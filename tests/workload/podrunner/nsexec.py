@@ -5,6 +5,9 @@ What a container runtime does with a resolved container, as far as a test stand-
   the pod's own /etc/hosts (the kubelet-managed hosts file, plus the Service names: see network.py),
   and, for readOnlyRootFilesystem, the root filesystem remounted read-only (only in this namespace);
 - a private UTS namespace whose host name is the pod's host name;
+- the image (the server virtualenv) kept visible: a volume mounted over a directory that holds it
+  (an emptyDir at /tmp while the cache is under /tmp) would hide it, so it is bound back at its
+  own path, read-only, as a runtime keeps a container's root filesystem apart from its volumes;
 - the working directory, then exec of the command found on the container's PATH.
 
 The caller made this process a session leader (its own process group), so the runner can signal
@@ -49,6 +52,8 @@ def mount(source: str | None, target: str, flags: int, what: str) -> None:
 def main(spec_path: str) -> None:
     with open(spec_path) as fh:
         spec = json.load(fh)
+    # Opened now: the pod's mounts may hide the file's directory (the runner's workdir under /tmp).
+    error_fd = os.open(spec["errorFile"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
         if os.getppid() == 1:
@@ -60,6 +65,7 @@ def main(spec_path: str) -> None:
         # Open every source first: a mount over /tmp must not hide a source that lives under /tmp.
         mounts = sorted(spec["mounts"], key=lambda m: m["target"].rstrip("/").count("/"))
         fds = [os.open(m["source"], os.O_PATH | os.O_CLOEXEC) for m in mounts]
+        image_fd = os.open(spec["imageRoot"], os.O_PATH | os.O_CLOEXEC) if spec.get("imageRoot") else None
         for m, fd in zip(mounts, fds):
             if not os.path.lexists(m["target"]):
                 raise StartError(f"mount point {m['target']} does not exist in the root filesystem")
@@ -68,6 +74,8 @@ def main(spec_path: str) -> None:
                 mount(None, m["target"], MS_REMOUNT | MS_BIND | MS_RDONLY, f"making {m['target']} read-only")
         for fd in fds:
             os.close(fd)
+        if image_fd is not None:
+            _keep_visible(spec["imageRoot"], image_fd)
         if spec.get("readOnlyRootFilesystem"):
             mount(None, "/", MS_REMOUNT | MS_BIND | MS_RDONLY, "making the root filesystem read-only")
         try:
@@ -81,12 +89,29 @@ def main(spec_path: str) -> None:
         if not exe or not os.access(exe, os.X_OK):
             raise StartError(f'exec: "{argv[0]}": executable file not found in $PATH')
     except (StartError, OSError) as e:
-        with open(spec["errorFile"], "w") as fh:
-            fh.write(str(e))
+        os.write(error_fd, str(e).encode())
+        os.close(error_fd)
         print(f"pod runner: container could not start: {e}", file=sys.stderr, flush=True)
         os._exit(128)
+    os.close(error_fd)
     sys.stdout.flush()
     os.execve(exe, argv, env)
+
+
+def _keep_visible(root: str, fd: int) -> None:
+    """Binds the image back at its path when a volume mount now hides it."""
+    try:
+        if os.path.samestat(os.stat(root), os.fstat(fd)):
+            return
+    except OSError:
+        pass
+    try:
+        os.makedirs(root, exist_ok=True)  # inside the volume that covers it
+    except OSError as e:
+        raise StartError(f"the image at {root} is hidden by a volume mounted over it, and no mount point can be "
+                         f"made there ({e.strerror}): keep the pod runner's cache outside the pods' mount paths") from None
+    mount(f"/proc/self/fd/{fd}", root, MS_BIND | MS_REC, f"binding the image back at {root}")
+    mount(None, root, MS_REMOUNT | MS_BIND | MS_RDONLY, f"making the image at {root} read-only")
 
 
 if __name__ == "__main__":
