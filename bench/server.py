@@ -265,11 +265,21 @@ def main() -> int:
     return 0 if not any(r.errors for r in results) else 1
 
 
+def cpu_calibration_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 5): how fast this machine runs Python now.
+    Latency targets in milliseconds only compare across runs whose calibration is alike; on shared
+    machines it varies several-fold from hour to hour."""
+    import timeit
+
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) * 1000
+
+
 def report(results: list[Result], args) -> None:
     print()
     load1 = os.getloadavg()[0]
     print(f"MLflow server benchmark: PostgreSQL 15 on 127.0.0.1, {args.threads} client threads, "
-          f"each phase bounded to {args.seconds:g}s, {os.cpu_count()} cores, load average {load1:.1f}")
+          f"each phase bounded to {args.seconds:g}s, {os.cpu_count()} cores, load average {load1:.1f}, "
+          f"CPU calibration {cpu_calibration_ms():.0f} ms (2000 x sum(range(1000)); a fast idle core: about 15-20)")
     print("columns: p50 1thr = log_metric p50 with one client thread; metric p50/p99 = with all threads; "
           "batch/s = log_batch calls of 100 metrics per second")
     hdr = f"{'configuration':<26}{'workers':>8}{'/health s':>10}{'batch/s':>9}{'p50 1thr':>9}{'metric p50':>11}{'p99 ms':>8}" \
