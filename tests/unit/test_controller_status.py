@@ -1,8 +1,6 @@
 """Pure parts of the reconciler: conditions, rollout observation, readiness summary, reachability."""
 import socket
 
-import pytest
-
 from mlflow_operator.controller.conditions import Condition, merge_conditions
 from mlflow_operator.controller.migrations import job_state
 from dataclasses import replace

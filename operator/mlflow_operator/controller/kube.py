@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 
 import kubernetes
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
@@ -62,6 +64,14 @@ def apply(manifest: dict) -> dict:
         force_conflicts=True,
     )
     return result.to_dict()
+
+
+def error_message(exc: ApiException) -> str:
+    """The API server's own message from an error response (its Status body), for conditions."""
+    try:
+        return json.loads(exc.body).get("message", "") or str(exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.body or exc.reason)[:500]
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:

@@ -13,7 +13,6 @@ Every step is idempotent: a pass can stop anywhere (error, restart) and the next
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,14 +20,12 @@ from typing import Any, Callable
 from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServer, load_trackingserver
-from ..api import derived as d
-from ..constants import API_VERSION, KIND, PREFIX
 from ..render import RenderContext, client_url, fresh_secret_values, render, required_generated_secrets, secret_data_hash
 from ..render import naming
 from . import kube, metrics
 from .conditions import Condition, find, merge_conditions
 from .migrations import MigrationGate, gate_migrations
-from .observe import Observation, observe
+from .observe import observe
 from .reachability import Probe
 from .volumes import ensure_volume_claim
 
@@ -234,7 +231,7 @@ def reconcile(body: dict[str, Any], emit: EventFn,
     except InvalidTrackingServer:
         raise
     except ApiException as exc:
-        observed.append(Condition("Reconciled", False, "ApiError", f"{exc.status} {exc.reason}: {_api_message(exc)}"))
+        observed.append(Condition("Reconciled", False, "ApiError", f"{exc.status} {exc.reason}: {kube.error_message(exc)}"))
         requeue = 15
 
     observation = observe(ts, gate, probes(ts, secrets) if probes else [])
@@ -297,12 +294,3 @@ def announce_transitions(previous: list[dict[str, Any]], current: list[dict[str,
             emit("Warning", cond["reason"], f"{cond['type']}: {cond['message']}")
         elif cond["type"] == "Ready" and cond["status"] == "True":
             emit("Normal", "Ready", cond["message"])
-
-
-def _api_message(exc: ApiException) -> str:
-    import json
-
-    try:
-        return json.loads(exc.body).get("message", "")
-    except (TypeError, ValueError):
-        return str(exc.body or "")[:500]

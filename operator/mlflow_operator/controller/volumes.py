@@ -60,14 +60,5 @@ def ensure_volume_claim(manifest: dict[str, Any]) -> Condition | None:
             # Typically: the StorageClass does not set allowVolumeExpansion, or the claim is not bound.
             return Condition("VolumeResized", False, "ExpansionRefused",
                              f"PersistentVolumeClaim {meta['name']} cannot grow to {_requested(manifest)}: "
-                             f"{kube_message(exc)}")
+                             f"{kube.error_message(exc)}")
     return condition
-
-
-def kube_message(exc: ApiException) -> str:
-    import json
-
-    try:
-        return json.loads(exc.body).get("message", "") or str(exc.reason)
-    except (TypeError, ValueError):
-        return str(exc.body or exc.reason)[:500]
