@@ -5,6 +5,7 @@ import fcntl
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -61,3 +62,34 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def silent_listener():
+    """A TCP port on 127.0.0.1 that accepts connections and never sends a byte: a database host
+    that hangs. Yields (port, accepted) where accepted lists the connections taken so far, so a
+    test can check its client really connected."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept():
+        while not done.is_set():
+            try:
+                accepted.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1], accepted
+    finally:
+        done.set()
+        t.join(5)
+        for c in accepted:
+            c.close()
+        srv.close()

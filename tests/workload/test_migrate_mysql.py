@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from testservices._util import stop
+from testservices._util import free_port, silent_listener, stop
 from testservices.mlflowproc import _prepare
 
 from .server_env import ADMIN, ADMIN_PASSWORD, O, SECRET_KEY, TUTORIAL, basic_auth, last_json, proxied
@@ -188,3 +188,72 @@ def test_wait_for_backend_answers_when_up(mysql_uri, entrypoint, mysql):
     assert res.returncode == 0, res.stderr
     assert "answered" in res.stdout and f"mysql 127.0.0.1:{mysql.port}" in res.stdout, res.stdout
     no_password(mysql, res.stdout, res.stderr)
+
+
+def older_revision(server_venv) -> str:
+    return subprocess.run(
+        [str(server_venv.python), "-c",
+         "from mlflow_entrypoint.db import TRACKING; s=TRACKING.scripts(); print(s.get_revision(s.get_current_head()).down_revision)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def schema_at(mysql, migrated_mysql_uri, server_venv):
+    """Sets the shared migrated database's recorded revision for one test, and puts the head back."""
+    def set_revision(revision: str) -> None:
+        mysql.query(dbname(migrated_mysql_uri), f"UPDATE alembic_version SET version_num = '{revision}'")
+
+    yield set_revision
+    set_revision(head_revision(server_venv))
+
+
+def test_serve_refuses_a_schema_behind_the_image(migrated_mysql_uri, schema_at, entrypoint, mysql, server_venv):
+    head, older = head_revision(server_venv), older_revision(server_venv)
+    schema_at(older)
+    res = entrypoint("serve", {O + "BACKEND_STORE_URI": migrated_mysql_uri, O + "ARTIFACTS_DESTINATION": S3}, timeout=120)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"is at schema revision {older}, the image expects {head}" in res.stderr, res.stderr
+    assert mysql.query(dbname(migrated_mysql_uri), "SELECT version_num FROM alembic_version") == [(older,)]
+    no_password(mysql, res.stdout, res.stderr)
+
+
+def test_downgrade_is_refused_by_migrate_and_serve(migrated_mysql_uri, schema_at, entrypoint, mysql):
+    schema_at("ffffffffffff")  # a revision from a newer image
+    mig = entrypoint("migrate", {O + "BACKEND_STORE_URI": migrated_mysql_uri})
+    assert mig.returncode == 3, mig.stdout + mig.stderr
+    assert "ffffffffffff" in mig.stderr and "downgrades are refused" in mig.stderr, mig.stderr
+    srv = entrypoint("serve", {O + "BACKEND_STORE_URI": migrated_mysql_uri, O + "ARTIFACTS_DESTINATION": S3}, timeout=120)
+    assert srv.returncode == 3 and "does not know" in srv.stderr, srv.stderr
+    assert mysql.query(dbname(migrated_mysql_uri), "SELECT version_num FROM alembic_version") == [("ffffffffffff",)]
+    no_password(mysql, mig.stdout, mig.stderr, srv.stdout, srv.stderr)
+
+
+def test_wait_for_backend_fails_within_its_bound_when_db_is_down(entrypoint, mysql):
+    port = free_port()  # nothing listens there
+    uri = f"mysql://mlflow:{mysql.password}@127.0.0.1:{port}/mlflow"
+    t0 = time.monotonic()
+    res = entrypoint("wait-for-backend", {O + "BACKEND_STORE_URI": uri, O + "BACKEND_WAIT_SECONDS": "3"}, timeout=60)
+    elapsed = time.monotonic() - t0
+    out = res.stdout + res.stderr
+    assert res.returncode == 3, out
+    assert f"mysql 127.0.0.1:{port}" in out and "did not answer within 3s" in out, out
+    no_password(mysql, out)
+    assert elapsed < 3 + 15, elapsed
+
+
+def test_wait_for_backend_does_not_hang_on_a_host_that_never_replies(entrypoint, mysql):
+    """MySQL's handshake starts with the server's greeting: a host that accepts TCP and never sends it
+    must not hang the client past its bound (PyMySQL's connect_timeout covers only the TCP connect)."""
+    with silent_listener() as (port, accepted):
+        uri = f"mysql://mlflow:{mysql.password}@127.0.0.1:{port}/mlflow"
+        t0 = time.monotonic()
+        res = entrypoint("wait-for-backend", {O + "BACKEND_STORE_URI": uri, O + "BACKEND_WAIT_SECONDS": "4"}, timeout=90)
+        elapsed = time.monotonic() - t0
+        connected = bool(accepted)
+    out = res.stdout + res.stderr
+    assert res.returncode == 3, out
+    assert connected, "the client never connected: the test did not exercise a silent host"
+    assert f"mysql 127.0.0.1:{port}" in out and "did not answer within 4s" in out, out
+    no_password(mysql, out)
+    assert elapsed < 4 + 20, elapsed

@@ -1,12 +1,10 @@
 """`migrate`, the schema gate of `serve`, and `wait-for-backend`, on a real PostgreSQL."""
 from __future__ import annotations
 
-import socket
 import subprocess
-import threading
 import time
 
-from testservices._util import free_port
+from testservices._util import free_port, silent_listener
 from testservices.mlflowproc import _prepare
 
 from .server_env import O, basic_auth
@@ -123,35 +121,14 @@ def test_wait_for_backend_fails_within_its_bound_when_db_is_down(entrypoint, pos
 
 def test_wait_for_backend_does_not_hang_on_a_host_that_never_replies(entrypoint, postgres):
     """A host that accepts TCP and never answers (the issue's 'hangs forever with no log')."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    port = srv.getsockname()[1]
-    held, stop = [], threading.Event()
-
-    def accept():
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])  # accept and never reply
-            except OSError:
-                pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    try:
+    with silent_listener() as (port, accepted):
         uri = f"postgresql://mlflow:{postgres.password}@127.0.0.1:{port}/mlflow"
         t0 = time.monotonic()
         res = entrypoint("wait-for-backend", {O + "BACKEND_STORE_URI": uri, O + "BACKEND_WAIT_SECONDS": "4"}, timeout=90)
         elapsed = time.monotonic() - t0
-    finally:
-        stop.set()
-        t.join(5)
-        for c in held:
-            c.close()
-        srv.close()
+        connected = bool(accepted)
     out = res.stdout + res.stderr
     assert res.returncode == 3, out
-    assert held, "the client never connected: the test did not exercise a silent host"
+    assert connected, "the client never connected: the test did not exercise a silent host"
     assert f"127.0.0.1:{port}" in out and postgres.password not in out, out
     assert elapsed < 4 + 20, elapsed

@@ -67,12 +67,22 @@ def dialect_of(uri: str) -> str:
     return "postgresql" if dialect == "postgres" else dialect
 
 
-def make_engine(uri: str, connect_timeout: float | None = None) -> sqlalchemy.engine.Engine:
-    """An engine without a pool (these commands connect a few times, then exit)."""
+def make_engine(uri: str, connect_timeout: float | None = None, read_timeout: float | None = None) -> sqlalchemy.engine.Engine:
+    """An engine without a pool (these commands connect a few times, then exit).
+
+    PyMySQL's connect_timeout bounds only the TCP connect: the handshake that follows waits for the
+    server's greeting without limit, so a MySQL host that accepts connections and never answers
+    hangs the client unless reads are bounded too (``read_timeout``; libpq's connect_timeout already
+    covers PostgreSQL's whole start-up). Only short statements get it: a migration's ALTER TABLE
+    may rightly take longer than any such bound.
+    """
     url = normalize_uri(uri)
     connect_args = {}
-    if connect_timeout is not None and dialect_of(uri) in ("postgresql", "mysql"):
+    dialect = dialect_of(uri)
+    if connect_timeout is not None and dialect in ("postgresql", "mysql"):
         connect_args["connect_timeout"] = max(1, int(connect_timeout))
+    if read_timeout is not None and dialect == "mysql":
+        connect_args["read_timeout"] = connect_args["write_timeout"] = max(1, int(read_timeout))
     return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
 
@@ -97,7 +107,7 @@ def ping(uri: str, connect_timeout: float) -> None:
         if not path.parent.is_dir():
             raise BackendError(f"{describe(uri)}: directory {path.parent} does not exist (volume not mounted?)")
         return
-    engine = make_engine(uri, connect_timeout)
+    engine = make_engine(uri, connect_timeout, read_timeout=connect_timeout)
     try:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT 1"))
