@@ -106,11 +106,11 @@ def missing() -> list[str]:
 
 
 @contextmanager
-def _lock() -> Iterator[None]:
-    """Serialise builds between concurrent sessions (two pytest runs, `hack/cluster up`)."""
-    path = cache_root() / "bin" / ".build.lock"
+def file_lock(path: Path) -> Iterator[None]:
+    """Serialise cache builds between concurrent sessions (two pytest runs, `hack/cluster up`).
+    The test services (hack/testservices) take their cache locks with this too."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
+    with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -369,7 +369,7 @@ def ensure(log: Log = _default_log) -> Path:
     """Build whatever is missing; return the bin dir. A warm cache returns at once."""
     if not missing():
         return bin_dir()
-    with _lock():
+    with file_lock(cache_root() / "bin" / ".build.lock"):
         todo = missing()  # another session may have built it while we waited
         if not todo:
             return bin_dir()
@@ -410,5 +410,5 @@ def ensure_crds(log: Log = _default_log) -> None:
     if gateway_api_crd_dir().is_dir() and any(gateway_api_crd_dir().glob("*.yaml")) and servicemonitor_crd_file().is_file():
         return
     _go()
-    with _lock():
+    with file_lock(cache_root() / "bin" / ".build.lock"):
         _fetch_crds(log)

@@ -14,7 +14,6 @@ A service that cannot be provided raises ServiceError with the reason (fixtures 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +24,9 @@ class ServiceError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    path = Path(base) / "mlflow-operator"
+    """The cache the control-plane build uses too (localcluster.build.cache_root), created."""
+    from localcluster.build import cache_root
+
+    path = cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -10,7 +10,6 @@ nothing from the test runner's environment leaks in. MLFLOW_OPERATOR_HOST/PORT/S
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import urllib.request

@@ -14,8 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from localcluster.build import file_lock
+
 from . import ServiceError, cache_dir
-from ._util import file_lock, free_port, stop, tail, wait_port
+from ._util import free_port, stop, tail, wait_port
 
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"  # master of 2026-02-12 (commit 7aac2a2c5b7c)

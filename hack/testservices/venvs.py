@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from localcluster.build import file_lock
+
 from . import REPO, ServiceError, cache_dir
-from ._util import file_lock
 
 SERVER_IMAGE = REPO / "server-image"
 CLIENT_LOCK = Path(__file__).with_name("client-requirements.lock")

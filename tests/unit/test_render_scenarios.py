@@ -7,7 +7,7 @@ import pytest
 from mlflow_operator.constants import CONFIG_HASH_ANNOTATION, DEFAULT_IMAGE
 from mlflow_operator.render import RenderContext, render
 
-from .helpers import AUTH_DB, DATABASE, container, env, load_example, make, of_kind, one, pod_spec
+from .helpers import DATABASE, container, env, load_example, make, of_kind, one, pod_spec
 from .spec_cases import VALID_SPECS
 
 

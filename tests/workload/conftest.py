@@ -39,7 +39,7 @@ import yaml
 
 from localcluster.certs import CertificateAuthority
 from testservices import REPO, ServiceError, cache_dir
-from testservices._util import file_lock
+from localcluster.build import file_lock
 from testservices.postgres import Postgres
 from testservices.venvs import CLIENT_LOCK, SERVER_IMAGE, Venv, _hash, _py_id, _run, _tree_hash, base_python
 from tests.operator_fixtures import EXAMPLES, condition, get_json, wait_for, wait_for_conditions
