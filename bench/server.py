@@ -232,6 +232,7 @@ def measure(name: str, cmd: list[str], env: dict, cwd: Path, port: int, workers:
 
 
 STOCK, STOCK_1W, OURS, OURS_AUTH = "stock `mlflow server`", "stock, 1 worker, no jobs", "mlflow-entrypoint serve", "  + basic-auth"
+OURS_NO_SHORTCUT = "  - API shortcut off"
 
 
 def main() -> int:
@@ -240,6 +241,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15, help="bound of each load phase")
     ap.add_argument("--rounds", type=int, default=2, help="measurements of each configuration, alternating")
     ap.add_argument("--no-auth", action="store_true", help="skip the basic-auth configuration")
+    ap.add_argument("--only", choices=["ours"], help="only our configurations (A/B of the API shortcut); no ratios")
     args = ap.parse_args()
 
     print("preparing: server venv, client venv (stock mlflow), PostgreSQL ...", flush=True)
@@ -247,7 +249,7 @@ def main() -> int:
     ours_mb, stock_mb = du(sv.site_packages) / 1e6, du(cv.site_packages) / 1e6
     pg = Postgres().start()
     work = Path(tempfile.mkdtemp(prefix="mlflow-op-bench-"))
-    names = [STOCK, STOCK_1W, OURS] + ([] if args.no_auth else [OURS_AUTH])
+    names = ([] if args.only else [STOCK, STOCK_1W]) + [OURS, OURS_NO_SHORTCUT] + ([] if args.no_auth else [OURS_AUTH])
     rounds: dict[str, list[Result]] = {n: [] for n in names}
     try:
         for r in range(1, args.rounds + 1):
@@ -256,7 +258,8 @@ def main() -> int:
                 if name in (STOCK, STOCK_1W):
                     res = measure_stock(name, pg, cv, work, stock_mb, args, floor=name == STOCK_1W)
                 else:
-                    res = measure_ours(name, pg, sv, work, ours_mb, args, auth=name == OURS_AUTH)
+                    res = measure_ours(name, pg, sv, work, ours_mb, args, auth=name == OURS_AUTH,
+                                       shortcut=name != OURS_NO_SHORTCUT)
                 rounds[name].append(res)
     finally:
         pg.stop()
@@ -281,11 +284,14 @@ def measure_stock(name: str, pg: Postgres, cv, work: Path, env_mb: float, args, 
     return measure(name, cmd, env, cwd, port, workers, env_mb, args.threads, args.seconds, work / f"stock-{port}.log")
 
 
-def measure_ours(name: str, pg: Postgres, sv, work: Path, env_mb: float, args, auth: bool) -> Result:
-    """mlflow-entrypoint serve with its defaults, on a database migrated by `migrate`."""
+def measure_ours(name: str, pg: Postgres, sv, work: Path, env_mb: float, args, auth: bool, shortcut: bool) -> Result:
+    """mlflow-entrypoint serve with its defaults (or without its API shortcut), on a database
+    migrated by `migrate`."""
     db = pg.create_database()
     port = free_port()
     env = {"MLFLOW_OPERATOR_BACKEND_STORE_URI": db, "MLFLOW_OPERATOR_ARTIFACTS_DESTINATION": str(work / "artifacts")}
+    if not shortcut:
+        env["MLFLOW_OPERATOR_ASGI_SHORTCUT"] = "false"
     credentials = None
     if auth:
         user, pw = "admin", "bench-" + uuid.uuid4().hex
@@ -350,7 +356,15 @@ def report(results: list[Result], rounds: dict[str, list[Result]], args) -> None
         for e in r.errors:
             print(f"  ! {r.name}: {e}")
     by_name = {r.name: r for r in results}
-    stock, floor, ours = by_name[STOCK], by_name[STOCK_1W], by_name[OURS]
+    ours, off = by_name[OURS], by_name[OURS_NO_SHORTCUT]
+    if ours.cpu_ms and off.cpu_ms:
+        print(f"API shortcut (mlflow_entrypoint.asgi): on / off = CPU per log_metric {ours.cpu_ms:.1f} / {off.cpu_ms:.1f} ms, "
+              f"p50 1 thread {ours.p50_1t_ms:.1f} / {off.p50_1t_ms:.1f} ms, p50 / p99 {args.threads} threads "
+              f"{ours.p50_ms:.0f} / {off.p50_ms:.0f} ms and {ours.p99_ms:.0f} / {off.p99_ms:.0f} ms, "
+              f"log_batch {ours.batch_per_s:.1f} / {off.batch_per_s:.1f} per s")
+    if STOCK not in by_name:
+        return
+    stock, floor = by_name[STOCK], by_name[STOCK_1W]
     if not (stock.batch_per_s and ours.batch_per_s and stock.rss_mb and stock.health_s):
         return
     print()

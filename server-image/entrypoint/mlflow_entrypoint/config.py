@@ -23,6 +23,7 @@ as a file path in ``<NAME>_FILE`` (a Secret mounted as a file); giving both is a
 | MLFLOW_OPERATOR_EXPOSE_PROMETHEUS | ``true``: serve /metrics |
 | MLFLOW_OPERATOR_SCRATCH_DIR | writable dir (default /tmp): cwd, generated config, metrics |
 | MLFLOW_OPERATOR_KEEP_ALIVE_TIMEOUT | uvicorn keep-alive seconds |
+| MLFLOW_OPERATOR_ASGI_SHORTCUT | ``false``: serve MLflow's app exactly as ``mlflow server`` does (see asgi.py) |
 | MLFLOW_OPERATOR_BACKEND_WAIT_SECONDS | bound for waiting on the DB (default 60) |
 """
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Settings:
     expose_prometheus: bool = False
     scratch_dir: Path = field(default_factory=lambda: Path("/tmp"))
     keep_alive_timeout: int | None = None
+    asgi_shortcut: bool = True
     backend_wait_seconds: float = 60.0
 
     @property
@@ -228,6 +230,7 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     s.expose_prometheus = _bool(PREFIX + "EXPOSE_PROMETHEUS", get("EXPOSE_PROMETHEUS"), False, problems)
     s.scratch_dir = Path(get("SCRATCH_DIR") or "/tmp")
     s.keep_alive_timeout = _int(PREFIX + "KEEP_ALIVE_TIMEOUT", get("KEEP_ALIVE_TIMEOUT"), None, problems, 1)
+    s.asgi_shortcut = _bool(PREFIX + "ASGI_SHORTCUT", get("ASGI_SHORTCUT"), True, problems)
     wait = get("BACKEND_WAIT_SECONDS")
     if wait is not None:
         try:

@@ -18,6 +18,8 @@ Choices (each measured by bench/server.py, see the report in the repository's hi
   for it, the process becomes uvicorn instead (see ``run_mlflow_server``): the CLI parent holds
   ~160 MB of imported MLflow for nothing but forwarding signals, and uvicorn's supervisor as the
   container's main process gets SIGTERM directly.
+- uvicorn loads ``mlflow_entrypoint.asgi``: MLflow's app, whose Flask-served tracking API skips
+  three middleware layers that do nothing for it (see that module).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import db
+from . import asgi, db
 from .config import PREFIX, SECRET_KEY_VAR, Settings
 
 log = logging.getLogger("mlflow_entrypoint")
@@ -192,13 +194,13 @@ def serve(s: Settings) -> None:
         )
     os.chdir(s.scratch_dir)
     if env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "").lower() in ("false", "0"):
-        run_mlflow_server(argv, env)
+        run_mlflow_server(argv, env, asgi_shortcut=s.asgi_shortcut)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(str(exe), [str(exe), *argv[1:]], env)
 
 
-def run_mlflow_server(argv: list[str], env: dict[str, str]) -> None:
+def run_mlflow_server(argv: list[str], env: dict[str, str], asgi_shortcut: bool = True) -> None:
     """Runs MLflow's own ``server`` command here, up to the point where it starts uvicorn, and
     execs uvicorn in its place.
 
@@ -219,6 +221,8 @@ def run_mlflow_server(argv: list[str], env: dict[str, str]) -> None:
         return
 
     def exec_instead(cmd, *, extra_env=None, **_kwargs):
+        if asgi_shortcut:
+            cmd = asgi.uvicorn_command(list(cmd))
         child_env = {**os.environ, **(extra_env or {})}
         sys.stdout.flush()
         sys.stderr.flush()
