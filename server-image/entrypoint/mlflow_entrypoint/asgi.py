@@ -41,17 +41,17 @@ SKIPPABLE = frozenset({"workspace_context_middleware", "gateway_timing_middlewar
 # Pure ASGI layers the shortcut keeps, in MLflow's order.
 KEPT = frozenset({"HostValidationMiddleware", "CORSMiddleware", "CORSBlockingMiddleware", "SecurityHeadersMiddleware"})
 PREFIXES = ("/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/3.0/mlflow/")
-WORKSPACE_HEADER = b"x-mlflow-workspace"
 
 
 class Shortcut:
     """Sends eligible requests to ``direct`` (MLflow's stack without the no-op layers and the route
     scan), everything else to ``app`` (MLflow's app)."""
 
-    def __init__(self, app, direct, native_routes, *, cache_size: int = 4096):
+    def __init__(self, app, direct, native_routes, workspace_header: str, *, cache_size: int = 4096):
         self.app = app
         self.direct = direct
         self.native_routes = native_routes
+        self.workspace_header = workspace_header.lower().encode("latin-1")  # ASGI header names: lower case
         # user-controlled paths: the cache is bounded
         self._eligible_path = functools.lru_cache(maxsize=cache_size)(self._eligible_path_uncached)
 
@@ -66,7 +66,7 @@ class Shortcut:
     def eligible(self, scope) -> bool:
         if scope["type"] != "http" or scope.get("root_path"):
             return False
-        if any(name == WORKSPACE_HEADER for name, _ in scope.get("headers", ())):
+        if any(name == self.workspace_header for name, _ in scope.get("headers", ())):
             return False
         return self._eligible_path(scope["method"], scope["path"])
 
@@ -86,6 +86,7 @@ def why_not(app) -> str | None:
     try:
         from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
         from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
+        from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME  # noqa: F401 (wrap needs it)
     except ImportError as exc:
         return f"MLflow has moved ({exc})"
     if MLFLOW_ENABLE_WORKSPACES.get():
@@ -144,7 +145,9 @@ def wrap(app):
         log.info("serving MLflow's app without the tracking API shortcut: %s", reason)
         return app
     log.info("tracking API shortcut on: skipping MLflow's %s for the Flask-served API", ", ".join(sorted(SKIPPABLE)))
-    return Shortcut(app, direct_stack(app), app.router.routes[:-1])
+    from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
+
+    return Shortcut(app, direct_stack(app), app.router.routes[:-1], WORKSPACE_HEADER_NAME)
 
 
 def create_app():
