@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "hack"))
 
 import requests  # noqa: E402
 
-from testservices._util import free_port, stop  # noqa: E402
+from testservices._util import free_port, process_tree, stop  # noqa: E402
 from testservices.mlflowproc import base_env, run_entrypoint  # noqa: E402
 from testservices.postgres import Postgres  # noqa: E402
 from testservices.venvs import client_venv, du, server_venv  # noqa: E402
@@ -68,22 +68,10 @@ class Result:
     errors: list = field(default_factory=list)
 
 
-def tree(pid: int) -> list[int]:
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        out.append(p)
-        try:
-            frontier.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
-        except OSError:
-            pass
-    return out
-
-
 def memory(pid: int) -> tuple[float, float | None, int]:
     rss = pss = 0
     have_pss = True
-    pids = tree(pid)
+    pids = process_tree(pid)
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
@@ -201,7 +189,7 @@ def load(url: str, res: Result, threads: int, seconds: float, server_pid: int, a
     res.errors += errors
     if lat:
         res.p50_1t_ms = statistics.median(lat) * 1000
-    pids = tree(server_pid)
+    pids = process_tree(server_pid)
     cpu0 = cpu_seconds(pids)
     lat, calls, elapsed, errors = run_threads(threads, seconds, 4000, metric)
     res.cpu_ms = (cpu_seconds(pids) - cpu0) / max(calls, 1) * 1000

@@ -30,6 +30,19 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, w
     raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:g}s" + tail(log))
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (those still alive), parents first."""
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop(0)
+        out.append(p)
+        try:
+            frontier.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
 def tail(log: Path | None, lines: int = 30) -> str:
     if log is None or not log.exists():
         return ""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from testservices._util import process_tree
 from testservices.nginx import ARTIFACT_PREFIXES
 
 from .server_env import O, TUTORIAL, artifacts_only, direct, last_json, proxied
@@ -30,20 +31,6 @@ def bucket_keys(s3, bucket: str) -> list[str]:
 def proc_environ(pid: int) -> dict:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-def server_pids(proc) -> list[int]:
-    """The entrypoint's process (exec'd into `mlflow server`) and all its descendants."""
-    pids, frontier = [], [proc.proc.pid]
-    while frontier:
-        pid = frontier.pop()
-        pids.append(pid)
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            children = []
-        frontier.extend(int(c) for c in children)
-    return pids
 
 
 def test_scenario1_file_store_on_a_volume(mlflow_server, entrypoint, client, tmp_path):
@@ -134,7 +121,7 @@ def test_split_metadata_and_artifacts_servers_behind_nginx(mlflow_server, nginx,
     meta = mlflow_server(
         proxied(migrated_pg_uri, f"http://127.0.0.1:{art.port}/api/2.0/mlflow-artifacts/artifacts"), name="metadata"
     )
-    for pid in server_pids(meta):
+    for pid in process_tree(meta.proc.pid):
         env = proc_environ(pid)
         assert not any(k.startswith(("AWS_", "MLFLOW_S3_")) for k in env), f"metadata process {pid} has storage settings"
     proxy = nginx(meta.port, {prefix: art.port for prefix in ARTIFACT_PREFIXES})
@@ -202,7 +189,7 @@ def test_serve_becomes_uvicorn_and_stops_on_sigterm(mlflow_server, migrated_pg_u
     srv = mlflow_server(proxied(migrated_pg_uri, str(tmp_path / "artifacts"), **{O + "WORKERS": "2"}))
     main_cmdline = Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes().split(b"\0")
     assert b"uvicorn" in main_cmdline and b"mlflow" not in Path(main_cmdline[0].decode()).name.encode(), main_cmdline
-    pids = server_pids(srv)
+    pids = process_tree(srv.proc.pid)
     cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode() for p in pids}
     workers = [p for p, cmd in cmdlines.items() if "spawn_main" in cmd and "resource_tracker" not in cmd]
     assert len(workers) == 2, cmdlines
