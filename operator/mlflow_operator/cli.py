@@ -1,12 +1,13 @@
 """The `mlflow-operator` command.
 
-    mlflow-operator render -f trackingserver.yaml [--namespace NS]   manifests the operator would apply
+    mlflow-operator render -f FILE|DIR [-f ...] [-R] [--namespace NS]   manifests the operator would apply
     mlflow-operator crd [--output DIR]                               the CRD (stdout, or DIR/<crd>.yaml)
     mlflow-operator run                                              the operator (reconciliation: later)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,10 +21,45 @@ from .crd import crd_yaml, write_crd
 from .render import render, required_generated_secrets
 
 EXIT_INVALID = 1
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
 
 
 class CliError(Exception):
     pass
+
+
+# What kubectl apply -f <directory> reads from a directory.
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _expand_paths(paths: list[str], recursive: bool) -> list[str]:
+    """Files named on the command line, and the manifests in each directory (like kubectl: sorted,
+    by suffix; subdirectories only with --recursive)."""
+    files: list[str] = []
+    for path in paths:
+        p = Path(path)
+        if path != "-" and p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(str(f) for f in p.glob(pattern) if f.is_file() and f.suffix in MANIFEST_SUFFIXES)
+            if not found:
+                raise CliError(f"{path}: no {', '.join(MANIFEST_SUFFIXES)} files in this directory")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def _yaml_error(path: str, exc: yaml.YAMLError) -> str:
+    """file:line:column and the parser's own words (PyYAML names the string '<unicode string>')."""
+    mark, context_mark = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+    message = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    if context and context_mark:
+        message += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    elif context:
+        message += f" ({context})"
+    return f"{where}: invalid YAML: {message}"
 
 
 def _read_documents(path: str, stdin: TextIO) -> list[Any]:
@@ -34,15 +70,19 @@ def _read_documents(path: str, stdin: TextIO) -> list[Any]:
     try:
         return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
-        raise CliError(f"{path}: invalid YAML: {exc}") from None
+        raise CliError(_yaml_error(path, exc)) from None
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" else "a"
 
 
 def _trackingservers(path: str, documents: list[Any], namespace: str | None, err: TextIO) -> list[dict]:
     found = []
     for doc in documents:
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
-            kind = doc.get("kind", "?") if isinstance(doc, dict) else type(doc).__name__
-            print(f"{path}: skipping a {kind} (not a {KIND})", file=err)
+            kind = str(doc.get("kind", "document without a kind")) if isinstance(doc, dict) else type(doc).__name__
+            print(f"{path}: skipping {_article(kind)} {kind} (not a {KIND})", file=err)
             continue
         if doc.get("apiVersion") != API_VERSION:
             raise CliError(f"{path}: apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
@@ -53,23 +93,23 @@ def _trackingservers(path: str, documents: list[Any], namespace: str | None, err
             if metadata.get("namespace", namespace) != namespace:
                 raise CliError(f"{path}: metadata.namespace is {metadata['namespace']!r}, not {namespace!r}")
             metadata["namespace"] = namespace
+        elif not metadata.get("namespace"):
+            print(f"{path}: note: {KIND} {metadata.get('name', '?')!r} names no namespace; rendered in "
+                  f"namespace 'default' (kubectl apply would use your context's namespace; -n sets one)", file=err)
         found.append(doc)
-    if not found:
-        raise CliError(f"{path}: no {KIND} found")
     return found
 
 
-def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    docs = _trackingservers(args.file, _read_documents(args.file, stdin), args.namespace, err)
+def _render_file(path: str, namespace: str | None, stdin: TextIO, err: TextIO) -> list[tuple[Any, list]]:
     rendered = []
-    for doc in docs:
+    for doc in _trackingservers(path, _read_documents(path, stdin), namespace, err):
         name = (doc.get("metadata") or {}).get("name", "?")
         try:
             ts = load_trackingserver(doc)
             manifests = render(ts)
         except InvalidTrackingServer as exc:
             details = "\n".join(f"  {e}" for e in exc.errors)
-            raise CliError(f"{args.file}: {KIND} {name!r} is invalid:\n{details}") from None
+            raise CliError(f"{path}: {KIND} {name!r} is invalid:\n{details}") from None
         for secret in required_generated_secrets(ts):
             print(
                 f"note: Secret {secret.name} ({', '.join(secret.keys)}) holds random values; the "
@@ -77,6 +117,22 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO
                 file=err,
             )
         rendered.append((ts, manifests))
+    return rendered
+
+
+def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """Every file is read and checked before anything is printed: a review never sees half a result."""
+    rendered, errors = [], []
+    files = _expand_paths(args.file, args.recursive)
+    for path in files:
+        try:
+            rendered += _render_file(path, args.namespace, stdin, err)
+        except CliError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise CliError("\nerror: ".join(errors))
+    if not rendered:
+        raise CliError(f"{', '.join(files)}: no {KIND} found")
     for ts, manifests in rendered:
         for manifest in manifests:
             out.write(f"---\n# Source: {KIND} {ts.namespace}/{ts.name}\n")
@@ -104,7 +160,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (MLflow {MLFLOW_VERSION})")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="print the manifests the operator would create for a TrackingServer")
-    r.add_argument("-f", "--file", required=True, help="YAML file with one or more TrackingServers ('-' for stdin)")
+    r.add_argument("-f", "--file", required=True, action="append",
+                   help="YAML file with one or more TrackingServers, a directory of them, or '-' for stdin (repeatable)")
+    r.add_argument("-R", "--recursive", action="store_true", help="also read the subdirectories of a directory")
     r.add_argument("-n", "--namespace", help="namespace for TrackingServers that do not name one (default: default)")
     r.set_defaults(func=cmd_render)
     c = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it into a directory")
@@ -127,6 +185,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     except CliError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_INVALID
+    except BrokenPipeError:
+        # The reader went away (`render ... | head`): not an error of ours. Python would print a
+        # second BrokenPipeError when it flushes stdout at exit, so stdout goes to /dev/null first.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -104,8 +104,7 @@ def test_crd_prints_and_writes(tmp_path):
 
 def test_console_script_exit_code():
     """The installed command, as users run it."""
-    script = REPO / ".venv" / "bin" / "mlflow-operator"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow_operator.cli"]
+    command = _command()
     bad = subprocess.run(command + ["render", "-f", "-"], input=yaml.safe_dump(make({"replicas": 2})),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "spec.replicas:" in bad.stderr
@@ -122,3 +121,70 @@ def test_output_quotes_strings_kubectl_would_read_as_booleans():
     assert code == 0
     assert "key: 'y'" in out and "value: 'n'" in out
     assert render(obj) == [d for d in yaml.safe_load_all(out)]
+
+
+def _command() -> list[str]:
+    script = REPO / ".venv" / "bin" / "mlflow-operator"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mlflow_operator.cli"]
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    """`render ... | head`: the pipe closes before the output is written."""
+    proc = subprocess.Popen(_command() + ["render", "-f", str(EXAMPLES)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # nothing is read: the first write meets a closed pipe
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141  # as a shell reports a command ended by SIGPIPE
+
+
+def test_a_directory_renders_every_manifest_file_in_it_like_kubectl(tmp_path):
+    code, out, err = run("render", "-f", str(EXAMPLES))
+    assert code == 0, err
+    expected = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in render(yaml.safe_load(path.read_text()))]
+    assert list(yaml.safe_load_all(out)) == expected
+    # subdirectories only with -R, where files without a TrackingServer are skipped with a note
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "server.yml").write_text(yaml.safe_dump(make({}, name="nested")))
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    code, _, err = run("render", "-f", str(tmp_path))
+    assert code == 1 and "no .yaml, .yml, .json files" in err
+    code, out, err = run("render", "-R", "-f", str(tmp_path), "-f", str(EXAMPLES / "argocd"))
+    assert code == 0, err
+    assert "skipping an Application (not a TrackingServer)" in err and "skipping a ConfigMap" in err
+    assert {d["metadata"]["name"] for d in yaml.safe_load_all(out) if d["kind"] == "Deployment"} == {"nested"}
+
+
+def test_an_error_in_one_file_prints_nothing_and_names_each_bad_file(tmp_path):
+    (tmp_path / "a-good.yaml").write_text(yaml.safe_dump(make({})))
+    (tmp_path / "b-bad.yaml").write_text(yaml.safe_dump(make({"replicas": 2})))
+    (tmp_path / "c-broken.yaml").write_text("spec: [unclosed\n")
+    code, out, err = run("render", "-f", str(tmp_path))
+    assert code == 1 and out == ""
+    assert f"{tmp_path / 'b-bad.yaml'}: TrackingServer 'team' is invalid" in err
+    assert f"{tmp_path / 'c-broken.yaml'}:2:1: invalid YAML" in err
+
+
+def test_an_enum_error_echoes_the_bad_value():
+    code, _, err = run("render", "-f", "-", stdin=yaml.safe_dump(make({"artifacts": {"mode": "Proxie"}})))
+    assert code == 1
+    assert "spec.artifacts.mode: Input should be 'Proxied', 'Direct', 'Split' or 'ArtifactsOnly', got 'Proxie'" in err
+
+
+def test_a_yaml_error_names_the_file_line_and_column(tmp_path):
+    bad = tmp_path / "server.yaml"
+    bad.write_text("apiVersion: mlflow-operator.dev/v1alpha1\nkind: TrackingServer\nmetadata:\n  name: x\n"
+                   "spec:\n  replicas: 1\n   workers: 2\n")
+    code, _, err = run("render", "-f", str(bad))
+    assert code == 1 and "<unicode string>" not in err
+    assert err.startswith(f"error: {bad}:7:11: invalid YAML: mapping values are not allowed here"), err
+
+
+def test_a_missing_namespace_is_said_to_become_default():
+    obj = make({})
+    del obj["metadata"]["namespace"]
+    code, out, err = run("render", "-f", "-", stdin=yaml.safe_dump(obj))
+    assert code == 0
+    assert "TrackingServer 'team' names no namespace; rendered in namespace 'default'" in err
+    assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(out)} == {"default"}
+    assert "names no namespace" not in run("render", "-f", "-", stdin=yaml.safe_dump(make({})))[2]

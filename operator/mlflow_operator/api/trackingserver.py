@@ -92,8 +92,17 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
         elif err["type"] == "extra_forbidden":
             errors.append(FieldError(_path(err["loc"]), "unknown field"))
         else:
-            errors.append(FieldError(_path(err["loc"]), err["msg"]))
+            errors.append(FieldError(_path(err["loc"]), err["msg"] + _got(err)))
     return errors
+
+
+def _got(err: Any) -> str:
+    """The bad value, when it is a scalar: "Input should be 'Proxied' or 'Direct', got 'Proxie'"."""
+    value = err.get("input")
+    if err["type"] == "missing" or not isinstance(value, (str, int, float, bool)):
+        return ""
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    return f", got {shown}"
 
 
 def load_trackingserver(obj: Any) -> TrackingServer:
