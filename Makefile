@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo setup system-deps build test test-e2e test-unit test-cluster test-workload crd render bench bench-server cluster-up cluster-down
+.PHONY: demo setup system-deps build images test-images test test-e2e test-unit test-cluster test-workload crd render bench bench-server cluster-up cluster-down
 
 # The README's first command: the operator against your cluster, or a render of the quickstart.
 demo: setup
@@ -24,7 +24,7 @@ system-deps:
 
 # Every tier. Builds of the control plane and the server image's environment are cached outside
 # the repo (~/.cache/mlflow-operator), so only the first run pays for them.
-test: setup system-deps build
+test: setup system-deps build images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-e2e: setup system-deps build
@@ -34,6 +34,15 @@ test-e2e: setup system-deps build
 # cut short by a test timeout.
 build:
 	hack/cluster build
+
+# The operator and server images from their Dockerfiles (buildah, or Docker where it answers), as
+# OCI archives in ~/.cache/mlflow-operator/images; rebuilt only when a Dockerfile or what it copies
+# changes. Prints each image's ref, size and archive.
+images: system-deps
+	PYTHONPATH=hack python3 -m images build
+
+test-images: setup system-deps images
+	$(PY) -m pytest -m images $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 - tests/unit      -> `unit`: pure, no cluster, no servers; runs in seconds.
 - tests/cluster   -> `cluster`: the real control plane (hack/localcluster).
 - tests/workload  -> `workload`: real MLflow, PostgreSQL, S3 and NGINX processes.
+- tests/images    -> `images`: both images built from their Dockerfiles, run in real containers.
 
 `make test-unit` runs `pytest -m unit`; CI runs every tier.
 """
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "cluster", "workload")
+TIERS = ("unit", "cluster", "workload", "images")
 
 # Shared fixtures from hack/ (on sys.path through pytest's `pythonpath`).
 pytest_plugins: list[str] = [
     "testservices.pytest_plugin",
     "localcluster.pytest_plugin",
+    "images.pytest_plugin",
     "tests.operator_fixtures",
 ]
 
