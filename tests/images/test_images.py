@@ -82,21 +82,27 @@ def _env(container: dict, pod_ip: str = "127.0.0.1") -> dict[str, str]:
 
 
 PROBE = textwrap.dedent("""
-    import json, os, sys, urllib.request
-    def call(path, body=None):
+    import json, os, sys, urllib.error, urllib.request
+    def call(path, body=None, host=None):
+        headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
         req = urllib.request.Request("http://127.0.0.1:5000" + path, method="POST" if body else "GET",
-            data=json.dumps(body).encode() if body else None, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode()
+            data=json.dumps(body).encode() if body else None, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
     health = call("/health")
     created = json.loads(call("/api/2.0/mlflow/experiments/create", {"name": "in-a-container"})[1])
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    hosts = {h: call(search, host=h)[0] for h in ("localhost:8080", "127.0.0.1:31000", "rebind.example.com")}
     try:
         open("/opt/mlflow/written-at-run-time", "w")
         root = "writable"
     except OSError as e:
         root = e.strerror
     status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
-    print(json.dumps({"health": health, "experiment": created, "root": root,
+    print(json.dumps({"health": health, "experiment": created, "root": root, "hosts": hosts,
                       "uid": status["Uid"].split(), "capeff": status["CapEff"].strip()}))
 """)
 
@@ -129,6 +135,8 @@ def test_server_image_serves_the_quickstart_on_a_read_only_root(built_images, tm
         checked = c.exec([ENTRYPOINT, "check"])
     assert report["health"] == [200, "OK"]
     assert report["experiment"]["experiment_id"]
+    # `kubectl port-forward` to any local port is accepted; a foreign Host header (DNS rebinding) is not
+    assert report["hosts"] == {"localhost:8080": 200, "127.0.0.1:31000": 200, "rebind.example.com": 403}, report
     assert report["root"] == "Read-only file system"
     assert report["uid"] == [str(RUN_AS)] * 4
     assert report["capeff"] == "0" * 16

@@ -99,8 +99,9 @@ def test_server_container_contract():
     assert e["POD_IP"] == ("field", "status.podIP")
     hosts = e["MLFLOW_OPERATOR_ALLOWED_HOSTS"].split(",")
     for host in ("quickstart", "quickstart.ml-sandbox", "quickstart.ml-sandbox.svc",
-                 "quickstart.ml-sandbox.svc.cluster.local", "localhost"):
+                 "quickstart.ml-sandbox.svc.cluster.local"):
         assert host in hosts and f"{host}:5000" in hosts
+    assert {"localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"} <= set(hosts)  # port-forward to any local port
     assert "$(POD_IP):5000" in hosts  # Prometheus scrapes the pod IP
     names = [x["name"] for x in server["env"]]
     assert names.index("POD_IP") < names.index("MLFLOW_OPERATOR_ALLOWED_HOSTS")  # expansion order

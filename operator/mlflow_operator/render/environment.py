@@ -61,7 +61,10 @@ def allowed_hosts(ts: TrackingServer) -> list[str]:
         for dns in (service, f"{service}.{ts.namespace}", naming.service_host(ts, service),
                     f"{naming.service_host(ts, service)}.cluster.local"):
             names += [dns, f"{dns}:{HTTP_PORT}"]
-    names += ["localhost", f"localhost:{HTTP_PORT}", "127.0.0.1", f"127.0.0.1:{HTTP_PORT}"]
+    # `kubectl port-forward svc/<name> 8080:5000` (any local port) sends Host: localhost:8080. A
+    # loopback name on any port, as MLflow's own defaults allow, opens nothing to DNS rebinding:
+    # a rebinding page sends its own host name.
+    names += ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"]
     names += [f"$({POD_IP})", f"$({POD_IP}):{HTTP_PORT}"]
     return _unique(names)
 
