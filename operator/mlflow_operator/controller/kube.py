@@ -91,15 +91,24 @@ def list_objects(api_version: str, kind: str, namespace: str, label_selector: st
     return [item.to_dict() for item in dynamic_client().get(res, namespace=namespace, label_selector=label_selector).items]
 
 
-def delete(api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+def delete(api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background",
+           uid: str | None = None) -> bool:
+    """With `uid`, only that very object: one re-created under the same name meanwhile is left alone."""
     res = resource(api_version, kind)
     if res is None:
         return False
+    body: dict = {"propagationPolicy": propagation}
+    if uid:
+        body["preconditions"] = {"uid": uid}
     try:
-        dynamic_client().delete(res, name=name, namespace=namespace, body={"propagationPolicy": propagation})
+        dynamic_client().delete(res, name=name, namespace=namespace, body=body)
         return True
     except NotFoundError:
         return False
+    except ApiException as exc:
+        if uid and exc.status == 409:
+            return False
+        raise
 
 
 def create(manifest: dict) -> dict | None:
@@ -122,3 +131,11 @@ def patch_status(api_version: str, kind: str, namespace: str, name: str, status:
         namespace=namespace,
         content_type="application/merge-patch+json",
     )
+
+
+def patch(api_version: str, kind: str, namespace: str, name: str, body: dict) -> dict:
+    """JSON merge patch, for metadata the operator changes on objects it does not server-side apply."""
+    res = resource(api_version, kind)
+    return dynamic_client().patch(
+        res, body=body, name=name, namespace=namespace, content_type="application/merge-patch+json",
+    ).to_dict()

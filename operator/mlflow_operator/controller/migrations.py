@@ -18,6 +18,7 @@ from ..api import TrackingServer
 from ..api import derived as d
 from . import kube, metrics
 from .conditions import Condition
+from .ownership import delete_owned, owned_by
 
 # A failed migration is retried (the Job deleted and created anew) after this long, so a database that
 # was down recovers without anyone deleting Jobs by hand. A spec fix retries at once (new Job name).
@@ -84,12 +85,13 @@ def gate_migrations(ts: TrackingServer, manifests: list[dict[str, Any]], emit: C
 
     name = job["metadata"]["name"]
     selector = f"app.kubernetes.io/instance={ts.name},app.kubernetes.io/component=migration"
-    jobs = {j["metadata"]["name"]: j for j in kube.list_objects("batch/v1", "Job", ts.namespace, selector)}
+    # Only the operator's own Jobs: a Helm release or a person may label theirs the same way.
+    jobs = {j["metadata"]["name"]: j for j in kube.list_objects("batch/v1", "Job", ts.namespace, selector) if owned_by(ts, j)}
     current = jobs.pop(name, None)
 
     superseded_running = [n for n, j in jobs.items() if job_state(j) == "Running" and not j["metadata"].get("deletionTimestamp")]
     for other in superseded_running:
-        kube.delete("batch/v1", "Job", ts.namespace, other)
+        delete_owned(ts, "batch/v1", "Job", jobs[other])
         emit("Normal", "MigrationSuperseded", f"Stopped migration Job {other}: the spec changed before it finished")
     stopping = [n for n, j in jobs.items() if job_state(j) == "Running"]
     if stopping:
@@ -105,15 +107,15 @@ def gate_migrations(ts: TrackingServer, manifests: list[dict[str, Any]], emit: C
 
     state = job_state(current)
     if state == "Succeeded":
-        for old in jobs:  # earlier migrations' records, superseded by this one
-            kube.delete("batch/v1", "Job", ts.namespace, old)
+        for old in jobs.values():  # earlier migrations' records, superseded by this one
+            delete_owned(ts, "batch/v1", "Job", old)
         return MigrationGate(True, Condition("MigrationsApplied", True, "Migrated",
                                              f"migration Job {name} succeeded for image {_image(job)}"), "Succeeded")
     if state == "Failed":
         message = failure_message(current)
         waited = _failed_seconds_ago(current)
         if waited >= FAILED_RETRY_SECONDS:
-            kube.delete("batch/v1", "Job", ts.namespace, name)
+            delete_owned(ts, "batch/v1", "Job", current)
             metrics.MIGRATIONS.labels("retried").inc()
             return MigrationGate(False, Condition("MigrationsApplied", False, "MigrationFailed",
                                                   f"migration Job {name} failed, retrying now: {message}"), "Failed", 5)

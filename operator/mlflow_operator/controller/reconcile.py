@@ -1,6 +1,7 @@
 """One reconcile pass of a TrackingServer: an ordered list of small steps.
 
-1. Generated Secrets exist (created once, never overwritten).
+1. Generated Secrets and the volume claim exist (created once, never overwritten), and their owner
+   references follow retentionPolicy as it is now (ownership.py).
 2. Every Secret the pods reference exists with its keys; their data is hashed into the pod template.
 3. Everything but the workloads is applied (server-side apply, one field manager, owner references).
 4. Migrations gate the rollout: the migration Job for this image and database must have succeeded
@@ -26,6 +27,7 @@ from . import kube, metrics
 from .conditions import Condition, find, merge_conditions
 from .migrations import MigrationGate, gate_migrations
 from .observe import observe
+from .ownership import delete_owned, reconcile_retention
 from .reachability import Probe
 from .volumes import ensure_volume_claim
 
@@ -148,6 +150,10 @@ def read_referenced_secrets(refs: dict[str, set[str]], fresh: dict[str, Any], se
 
 # ---- step 3 and 5: apply and prune ------------------------------------------------------------
 
+def data_bearing(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in manifests if m["kind"] in CREATE_ONLY_KINDS]
+
+
 def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
     """Applies everything but workloads. A kind the cluster does not serve (Gateway API or
     ServiceMonitor CRDs not installed) is skipped and reported, not an error that blocks the rest."""
@@ -186,9 +192,7 @@ def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
     for api_version, kind in PRUNABLE_KINDS:
         for obj in kube.list_objects(api_version, kind, ts.namespace, selector):
             meta = obj["metadata"]
-            owned = any(ref.get("uid") == ts.metadata.uid for ref in meta.get("ownerReferences") or [])
-            if owned and (kind, meta["name"]) not in wanted:
-                kube.delete(api_version, kind, ts.namespace, meta["name"])
+            if (kind, meta["name"]) not in wanted and delete_owned(ts, api_version, kind, obj):
                 deleted.append(f"{kind}/{meta['name']}")
     return deleted
 
@@ -213,7 +217,11 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         manifests = render(ts, RenderContext(generated_secrets=fresh, secret_hashes=hashes))
         for name in fresh:
             emit("Normal", "SecretGenerated", f"Generated Secret {name} (kept across restarts and re-creation)")
-        observed += apply_children(manifests)
+        # Data first, and its retention before anything that can fail: a policy change must reach
+        # the volume and generated Secrets even when another child cannot be applied.
+        observed += apply_children(data_bearing(manifests))
+        observed.append(reconcile_retention(ts))
+        observed += apply_children([m for m in manifests if m["kind"] not in CREATE_ONLY_KINDS])
         gate = gate_migrations(ts, manifests, emit)
         if gate.open:
             for manifest in manifests:

@@ -1,0 +1,159 @@
+"""Data safety and ownership on the real control plane (issue 12): retention changes, objects the
+operator does not own, the migration gate holding the whole desired state, and what status says.
+The operator runs with the chart's RBAC; kwok plays the kubelet."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.cluster.test_operator_reconcile import (  # noqa: F401 - database_listener is a fixture
+    create_referenced_secrets,
+    database_listener,
+    point_s3_endpoint_at,
+)
+from tests.operator_fixtures import (
+    apply_object,
+    condition,
+    get_json,
+    load_example,
+    wait_for,
+    wait_for_conditions,
+)
+
+OWNER_KIND = "TrackingServer"
+
+
+@pytest.fixture
+def operator(cluster, operator_process, volume_provisioner):
+    operator_process.assert_alive()
+    yield operator_process
+    operator_process.assert_alive()
+    assert not volume_provisioner.errors, volume_provisioner.errors
+
+
+def owner_refs(obj: dict) -> list[dict]:
+    return [r for r in obj["metadata"].get("ownerReferences") or [] if r["kind"] == OWNER_KIND]
+
+
+def patch_ts(cluster, namespace: str, name: str, patch, type_: str = "merge") -> None:
+    cluster.kubectl("patch", "trackingserver", name, "-n", namespace, f"--type={type_}", "-p", json.dumps(patch))
+
+
+# ---- finding 1: a retention change reaches the data-bearing children -------------------------------
+
+def sqlite_with_basic_auth(namespace: str, retention: str) -> dict:
+    ts = load_example("02-sqlite.yaml", namespace)
+    ts["spec"]["retentionPolicy"] = retention
+    ts["spec"]["auth"] = {"type": "Basic"}  # generated admin and Flask Secrets, auth DB on the volume
+    return ts
+
+
+def data_objects(cluster, namespace: str, name: str) -> dict[str, dict | None]:
+    return {
+        "pvc": get_json(cluster, "pvc", f"{name}-data", "-n", namespace),
+        "admin": get_json(cluster, "secret", f"{name}-admin", "-n", namespace),
+        "flask": get_json(cluster, "secret", f"{name}-flask-secret-key", "-n", namespace),
+    }
+
+
+def test_switch_to_retain_then_delete_keeps_the_data_and_recreate_reattaches(cluster, operator, namespace):
+    ts = sqlite_with_basic_auth(namespace, "Delete")
+    name = ts["metadata"]["name"]
+    apply_object(cluster, ts)
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    wait_for("the claim to be bound", lambda: data_objects(cluster, namespace, name)["pvc"]["status"].get("phase") == "Bound")
+    before = data_objects(cluster, namespace, name)
+    assert all(owner_refs(obj) for obj in before.values()), "retentionPolicy Delete: the data is owned"
+    volume = before["pvc"]["spec"]["volumeName"]
+
+    patch_ts(cluster, namespace, name, {"spec": {"retentionPolicy": "Retain"}})
+    live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, DataRetained="True")
+    assert condition(live, "DataRetained")["reason"] == "Retained"
+    after = data_objects(cluster, namespace, name)
+    for key, obj in after.items():
+        assert not owner_refs(obj), f"{key} still owned by the TrackingServer after the switch to Retain"
+        assert obj["metadata"]["annotations"]["mlflow-operator.dev/retention-policy"] == "Retain"
+
+    cluster.kubectl("delete", "trackingserver", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for("garbage collection of the Deployment",
+             lambda: get_json(cluster, "deployment", name, "-n", namespace) is None, timeout=60)
+    kept = data_objects(cluster, namespace, name)
+    assert kept["pvc"] is not None and kept["pvc"]["spec"]["volumeName"] == volume, "the data volume was deleted"
+    assert kept["pvc"]["metadata"].get("deletionTimestamp") is None
+    assert kept["admin"] is not None and kept["flask"] is not None, "a generated Secret was deleted"
+
+    apply_object(cluster, sqlite_with_basic_auth(namespace, "Retain"))
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", DataRetained="True")
+    again = data_objects(cluster, namespace, name)
+    assert again["pvc"]["spec"]["volumeName"] == volume
+    assert again["admin"]["data"] == before["admin"]["data"], "the admin password changed on re-creation"
+    assert again["flask"]["data"] == before["flask"]["data"]
+    volumes = get_json(cluster, "deployment", name, "-n", namespace)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data"}} in volumes
+
+
+def test_switch_to_delete_makes_the_data_go_with_the_server(cluster, operator, namespace):
+    ts = sqlite_with_basic_auth(namespace, "Retain")
+    name = ts["metadata"]["name"]
+    apply_object(cluster, ts)
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    assert not any(owner_refs(obj) for obj in data_objects(cluster, namespace, name).values())
+
+    patch_ts(cluster, namespace, name, {"spec": {"retentionPolicy": "Delete"}})
+    live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, DataRetained="False")
+    assert condition(live, "DataRetained")["reason"] == "DeletedWithServer"
+    uid = live["metadata"]["uid"]
+    for key, obj in data_objects(cluster, namespace, name).items():
+        assert [r["uid"] for r in owner_refs(obj)] == [uid], key
+
+    cluster.kubectl("delete", "trackingserver", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for("the data to be garbage-collected",
+             lambda: not any(o and not o["metadata"].get("deletionTimestamp")
+                             for o in data_objects(cluster, namespace, name).values()), timeout=60)
+
+
+# ---- finding 2: Jobs the operator does not own are never deleted ------------------------------------
+
+HOLD_ANNOTATION = "mlflow-operator.dev/test-hold"
+
+
+def foreign_job(namespace: str, instance: str, name: str, hold: bool) -> dict:
+    """A Job of another tool (a Helm release of the same name) with the same instance and component labels."""
+    labels = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/component": "migration",
+              "app.kubernetes.io/managed-by": "Helm"}
+    template_meta: dict = {"labels": labels}
+    if hold:
+        template_meta["annotations"] = {HOLD_ANNOTATION: "true"}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"backoffLimit": 0, "template": {"metadata": template_meta, "spec": {
+            "restartPolicy": "Never", "containers": [{"name": "migrate", "image": "example.invalid/helm-migrate:1"}]}}},
+    }
+
+
+def job_finished(job: dict | None) -> bool:
+    return any(c["type"] == "Complete" and c["status"] == "True" for c in ((job or {}).get("status") or {}).get("conditions") or [])
+
+
+def test_jobs_the_operator_does_not_own_are_never_deleted(cluster, operator, namespace, database_listener):
+    ts = load_example("04-remote-direct.yaml", namespace)
+    name = ts["metadata"]["name"]
+    apply_object(cluster, foreign_job(namespace, name, "helm-migrate-running", hold=True))
+    apply_object(cluster, foreign_job(namespace, name, "helm-migrate-done", hold=False))
+    wait_for("the foreign Job to complete", lambda: job_finished(get_json(cluster, "job", "helm-migrate-done", "-n", namespace)))
+
+    create_referenced_secrets(cluster, ts, database_listener)
+    apply_object(cluster, ts)
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    # A second migration: its success cleans up the earlier migration records, only the operator's own.
+    patch_ts(cluster, namespace, name, {"spec": {"image": "ghcr.io/mlflow-operator/mlflow-server:9.9.9"}})
+    live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    assert live["status"]["mlflowVersion"] == "9.9.9"
+
+    for job in ("helm-migrate-running", "helm-migrate-done"):
+        assert get_json(cluster, "job", job, "-n", namespace) is not None, f"the operator deleted Job {job} it does not own"
+    ours = [j for j in get_json(cluster, "jobs", "-n", namespace, "-l", "app.kubernetes.io/managed-by=mlflow-operator")["items"]]
+    assert [j["spec"]["template"]["spec"]["containers"][0]["image"] for j in ours] == ["ghcr.io/mlflow-operator/mlflow-server:9.9.9"]
