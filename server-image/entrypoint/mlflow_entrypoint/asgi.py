@@ -19,28 +19,72 @@ mount through every other layer of MLflow's stack (host validation, CORS, securi
 and exception handling, body limit), built by FastAPI itself. Every other request takes MLflow's
 full app, unchanged.
 
-The shortcut is taken only when the app is exactly what it was written against: a middleware it
-does not know (a later MLflow, the basic-auth app), workspaces on or a static prefix make it step
-aside, with the reason in the log. ``MLFLOW_OPERATOR_ASGI_SHORTCUT=false`` makes ``serve`` load
-MLflow's app itself.
+The shortcut is taken only when the app is exactly what it was reviewed against: the MLflow
+version in ``REVIEWED_MLFLOW`` and, for each skipped layer (and the workspace resolution it calls),
+the digest of its source in ``REVIEWED_SOURCES``. A function's name is not enough: a later MLflow
+can keep the name and change what it does. Another version, a changed source, a middleware it does
+not know (the basic-auth app), workspaces on or a static prefix make it step aside, with the reason
+in the log. After an MLflow upgrade, review this module against the new code, then update the pins
+(``python -m mlflow_entrypoint.asgi`` prints them). ``MLFLOW_OPERATOR_ASGI_SHORTCUT=false`` (the
+TrackingServer's ``spec.http.apiShortcut: false``) turns it off.
+
+``create_app`` is the factory uvicorn's workers load. It serves the app MLflow's ``server`` command
+chose (its default app, or the basic-auth app), with the shortcut where it applies, inside the
+image's body limit and hidden ``/metrics`` (``guard``).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
+import json
 import logging
 import os
+import textwrap
 
 # uvicorn configures this logger in its workers (MLflow's log config); ours is the CLI's only
 log = logging.getLogger("uvicorn.error")
 
 MLFLOW_APP = "mlflow.server.fastapi_app:app"
 FACTORY = "mlflow_entrypoint.asgi:create_app"
+LAUNCHER = "mlflow_entrypoint.launch"
+# set by serve for the workers: what create_app serves (see app_config)
+CONFIG_ENV = "_MLFLOW_ENTRYPOINT_ASGI"
+METRICS_PATH = "/metrics"
 
 # MLflow's BaseHTTPMiddleware layers that are no-ops for the requests the shortcut takes (above).
 SKIPPABLE = frozenset({"workspace_context_middleware", "gateway_timing_middleware", "artifact_transfer_middleware"})
 # Pure ASGI layers the shortcut keeps, in MLflow's order.
 KEPT = frozenset({"HostValidationMiddleware", "CORSMiddleware", "CORSBlockingMiddleware", "SecurityHeadersMiddleware"})
 PREFIXES = ("/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/3.0/mlflow/")
+
+# The code the shortcut was reviewed against (see the module's docstring).
+REVIEWED_MLFLOW = "3.18.0"
+REVIEWED_SOURCES = {
+    "mlflow.server.fastapi_app:workspace_context_middleware": "8afce4c8cb9953d0a0fa13f917eac3857ed763468ecc9ef68ee7db3e48ed29c4",
+    "mlflow.server.fastapi_app:gateway_timing_middleware": "f3e78f47a4dcc8bfad42b261411254cfcae3380b02ecdc0b0d84dda97fbca292",
+    "mlflow.server.fastapi_app:artifact_transfer_middleware": "a9c65280542040ec4c0dd8908c672eda0686a6e36a6ac9715f187bcd6c948dd3",
+    "mlflow.server.workspace_helpers:resolve_workspace_for_request_if_enabled": "6a120d154ab0367e2aab63e08988aa35c738e6108bf68456f0976a8a5daf6ed8",
+}
+
+
+def source_digest(fn) -> str:
+    """sha256 of a function's source, as written (nested functions dedented)."""
+    return hashlib.sha256(textwrap.dedent(inspect.getsource(fn)).encode()).hexdigest()
+
+
+def qualified_name(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__name__', repr(fn))}"
+
+
+def current_sources(app) -> dict[str, str]:
+    """Digests of the functions REVIEWED_SOURCES pins, as this MLflow and ``app`` have them."""
+    from mlflow.server import workspace_helpers
+
+    fns = [m.kwargs.get("dispatch") for m in getattr(app, "user_middleware", None) or ()
+           if m.kwargs.get("dispatch") is not None]
+    fns.append(workspace_helpers.resolve_workspace_for_request_if_enabled)
+    return {qualified_name(fn): source_digest(fn) for fn in fns}
 
 
 class Shortcut:
@@ -87,8 +131,11 @@ def why_not(app) -> str | None:
         from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
         from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
         from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME  # noqa: F401 (wrap needs it)
+        from mlflow.version import VERSION
     except ImportError as exc:
         return f"MLflow has moved ({exc})"
+    if VERSION != REVIEWED_MLFLOW:
+        return f"MLflow {VERSION} is not the reviewed {REVIEWED_MLFLOW}"
     if MLFLOW_ENABLE_WORKSPACES.get():
         return "workspaces are enabled"
     if os.environ.get(STATIC_PREFIX_ENV_VAR, "").strip("/"):
@@ -100,6 +147,16 @@ def why_not(app) -> str | None:
                 return f"unknown middleware {name}"
         elif m.cls.__name__ not in KEPT:
             return f"unknown middleware {m.cls.__name__}"
+    try:
+        sources = current_sources(app)
+    except (ImportError, AttributeError, OSError, TypeError) as exc:  # no source to compare
+        return f"cannot read the source of MLflow's middleware ({exc})"
+    for name, digest in sources.items():
+        reviewed = REVIEWED_SOURCES.get(name)
+        if reviewed is None:
+            return f"{name} is not the reviewed code (unknown function)"
+        if digest != reviewed:
+            return f"{name} is not the reviewed code (source digest {digest[:12]}, reviewed {reviewed[:12]})"
     routes = getattr(getattr(app, "router", None), "routes", None) or []
     if not routes or not isinstance(routes[-1], Mount) or routes[-1].path != "":
         return "the Flask app is not the last, catch-all mount"
@@ -150,16 +207,57 @@ def wrap(app):
     return Shortcut(app, direct_stack(app), app.router.routes[:-1], WORKSPACE_HEADER_NAME)
 
 
+def app_config(*, max_body_bytes: int = 0, shortcut: bool = True, hide_metrics: bool = False,
+               app: str = MLFLOW_APP, factory: bool = False) -> dict:
+    """What ``create_app`` serves in the workers (passed as JSON in CONFIG_ENV)."""
+    return {"app": app, "factory": factory, "max_body_bytes": max_body_bytes, "shortcut": shortcut,
+            "hide_metrics": hide_metrics}
+
+
 def create_app():
     """uvicorn's factory (``--factory mlflow_entrypoint.asgi:create_app``) in each worker."""
-    from mlflow.server.fastapi_app import app as mlflow_app
+    from uvicorn.importer import import_from_string
 
-    return wrap(mlflow_app)
+    config = {**app_config(), **json.loads(os.environ.get(CONFIG_ENV) or "{}")}
+    app = import_from_string(config["app"])
+    if config["factory"]:
+        app = app()
+    if config["app"] == MLFLOW_APP:
+        if config["shortcut"]:
+            app = wrap(app)
+        else:
+            log.info("tracking API shortcut off (MLFLOW_OPERATOR_ASGI_SHORTCUT=false)")
+    if config["hide_metrics"]:
+        from .guard import HiddenPaths
+
+        app = HiddenPaths(app, {METRICS_PATH}, "/metrics is served on the metrics port, not on this one\n")
+    if config["max_body_bytes"]:
+        from .guard import BodyLimit
+
+        app = BodyLimit(app, int(config["max_body_bytes"]))
+    return app
 
 
-def uvicorn_command(cmd: list[str]) -> list[str]:
-    """MLflow's uvicorn command with this app in place of MLflow's default one; any other app
-    (basic-auth's, a plugin's) is left alone."""
-    if not cmd or cmd[-1] != MLFLOW_APP or "--factory" in cmd:
-        return cmd
-    return [*cmd[:-1], "--factory", FACTORY]
+def uvicorn_command(cmd: list[str], config: dict) -> tuple[list[str], dict[str, str]]:
+    """MLflow's uvicorn command (``python -m uvicorn [opts] [--factory] APP``), run by the launcher
+    with ``create_app`` around APP, and the environment that tells ``create_app`` about it. Any
+    other command is left alone."""
+    if len(cmd) < 4 or cmd[1:3] != ["-m", "uvicorn"] or cmd[-1].startswith("-"):
+        return cmd, {}
+    factory = "--factory" in cmd[3:-1]
+    opts = [arg for arg in cmd[3:-1] if arg != "--factory"]
+    config = {**config, "app": cmd[-1], "factory": factory}
+    return [cmd[0], "-m", LAUNCHER, *opts, "--factory", FACTORY], {CONFIG_ENV: json.dumps(config)}
+
+
+def reviewed_pins() -> dict:
+    """The pins for the installed MLflow (``python -m mlflow_entrypoint.asgi``), to paste into this
+    module once its shortcut has been reviewed against that MLflow."""
+    from mlflow.server.fastapi_app import create_fastapi_app
+    from mlflow.version import VERSION
+
+    return {"REVIEWED_MLFLOW": VERSION, "REVIEWED_SOURCES": current_sources(create_fastapi_app())}
+
+
+if __name__ == "__main__":
+    print(json.dumps(reviewed_pins(), indent=4))

@@ -20,10 +20,12 @@ as a file path in ``<NAME>_FILE`` (a Secret mounted as a file); giving both is a
 | MLFLOW_OPERATOR_ADMIN_USERNAME / _PASSWORD | basic-auth admin (password: 12+ characters) |
 | MLFLOW_OPERATOR_AUTH_CACHE_TTL_SECONDS | basic-auth credential cache (default 60; 0 disables) |
 | MLFLOW_FLASK_SERVER_SECRET_KEY | shared by all replicas; required with basic-auth |
-| MLFLOW_OPERATOR_EXPOSE_PROMETHEUS | ``true``: serve /metrics |
+| MLFLOW_OPERATOR_EXPOSE_PROMETHEUS | ``true``: serve Prometheus metrics on the metrics port (never on the API port) |
+| MLFLOW_OPERATOR_METRICS_PORT | the metrics port (default 9090) |
+| MLFLOW_OPERATOR_MAX_UPLOAD_SIZE | largest request body, bytes or a binary quantity (512Mi, 5Gi); 413 above it; 0 or unset = unlimited |
 | MLFLOW_OPERATOR_SCRATCH_DIR | writable dir (default /tmp): cwd, generated config, metrics |
 | MLFLOW_OPERATOR_KEEP_ALIVE_TIMEOUT | uvicorn keep-alive seconds |
-| MLFLOW_OPERATOR_ASGI_SHORTCUT | ``false``: serve MLflow's app exactly as ``mlflow server`` does (see asgi.py) |
+| MLFLOW_OPERATOR_ASGI_SHORTCUT | ``false``: no tracking API shortcut, MLflow's app as ``mlflow server`` builds it (see asgi.py) |
 | MLFLOW_OPERATOR_BACKEND_WAIT_SECONDS | bound for waiting on the DB (default 60) |
 """
 from __future__ import annotations
@@ -91,6 +93,8 @@ class Settings:
     database_job: bool = False
     secret_key: str | None = None
     expose_prometheus: bool = False
+    metrics_port: int = 9090
+    max_upload_bytes: int = 0  # 0: unlimited
     scratch_dir: Path = field(default_factory=lambda: Path("/tmp"))
     keep_alive_timeout: int | None = None
     asgi_shortcut: bool = True
@@ -134,6 +138,23 @@ def _int(name: str, raw: str | None, default, problems: list[str], minimum: int,
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         problems.append(f"{name}={v}: must be {bound}")
     return v
+
+
+_BINARY_SUFFIXES = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+
+
+def _byte_size(name: str, raw: str | None, problems: list[str]) -> int:
+    """Bytes, or a binary quantity (what the TrackingServer's maxUploadSize allows)."""
+    if raw is None:
+        return 0
+    value = raw.strip()
+    number, suffix = value, ""
+    if value[-2:] in _BINARY_SUFFIXES:
+        number, suffix = value[:-2], value[-2:]
+    if not number.isdigit():
+        problems.append(f"{name}={raw!r}: expected a number of bytes, optionally with Ki, Mi, Gi or Ti")
+        return 0
+    return int(number) * _BINARY_SUFFIXES[suffix]
 
 
 def is_file_store(uri: str | None) -> bool:
@@ -228,6 +249,12 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     for var in ("AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING"):
         register_secret(environ.get(var))
     s.expose_prometheus = _bool(PREFIX + "EXPOSE_PROMETHEUS", get("EXPOSE_PROMETHEUS"), False, problems)
+    s.metrics_port = _int(PREFIX + "METRICS_PORT", get("METRICS_PORT"), s.metrics_port, problems, 1, 65535)
+    if s.expose_prometheus and s.metrics_port == s.port:
+        problems.append(
+            f"{PREFIX}METRICS_PORT={s.metrics_port} is the API port: metrics need a port of their own"
+        )
+    s.max_upload_bytes = _byte_size(PREFIX + "MAX_UPLOAD_SIZE", get("MAX_UPLOAD_SIZE"), problems)
     s.scratch_dir = Path(get("SCRATCH_DIR") or "/tmp")
     s.keep_alive_timeout = _int(PREFIX + "KEEP_ALIVE_TIMEOUT", get("KEEP_ALIVE_TIMEOUT"), None, problems, 1)
     s.asgi_shortcut = _bool(PREFIX + "ASGI_SHORTCUT", get("ASGI_SHORTCUT"), True, problems)

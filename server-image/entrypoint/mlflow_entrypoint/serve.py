@@ -18,18 +18,22 @@ Choices (each measured by bench/server.py, see the report in the repository's hi
   for it, the process becomes uvicorn instead (see ``run_mlflow_server``): the CLI parent holds
   ~160 MB of imported MLflow for nothing but forwarding signals, and uvicorn's supervisor as the
   container's main process gets SIGTERM directly.
-- uvicorn loads ``mlflow_entrypoint.asgi``: MLflow's app, whose Flask-served tracking API skips
-  three middleware layers that do nothing for it (see that module).
+- uvicorn loads ``mlflow_entrypoint.asgi``: the app MLflow chose (its own, or basic-auth's) inside
+  the request body limit and with ``/metrics`` hidden on the API port (``guard``); MLflow's own app
+  with a Flask-served tracking API that skips three middleware layers doing nothing for it.
+- uvicorn's command runs through ``mlflow_entrypoint.launch``, which serves the Prometheus metrics on
+  a port of their own (no basic-auth there, never routed by the Ingress).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
 from pathlib import Path
 
-from . import asgi, db
+from . import asgi, db, launch
 from .config import PREFIX, SECRET_KEY_VAR, Settings
 
 log = logging.getLogger("mlflow_entrypoint")
@@ -193,22 +197,37 @@ def serve(s: Settings) -> None:
             "every request whose Host is not localhost, while /health keeps answering 200"
         )
     os.chdir(s.scratch_dir)
-    if env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "").lower() in ("false", "0"):
-        run_mlflow_server(argv, env, asgi_shortcut=s.asgi_shortcut)
+    keep_parent = env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "").lower() not in ("false", "0")
+    run_mlflow_server(argv, env, server_env(s), keep_parent=keep_parent)
+    log.warning("starting the plain mlflow CLI: no body limit, /metrics on the API port")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(str(exe), [str(exe), *argv[1:]], env)
 
 
-def run_mlflow_server(argv: list[str], env: dict[str, str], asgi_shortcut: bool = True) -> None:
+def server_env(s: Settings) -> dict[str, str]:
+    """What the launcher and the workers' ``create_app`` are told (see asgi.uvicorn_command)."""
+    config = asgi.app_config(max_body_bytes=s.max_upload_bytes, shortcut=s.asgi_shortcut,
+                             hide_metrics=s.expose_prometheus)
+    env = {asgi.CONFIG_ENV: json.dumps(config)}
+    if s.expose_prometheus:
+        env[launch.METRICS_ENV] = json.dumps(
+            {"host": s.host, "port": s.metrics_port, "directory": str(s.scratch_dir / "metrics")}
+        )
+    return env
+
+
+def run_mlflow_server(argv: list[str], env: dict[str, str], extra: dict[str, str], keep_parent: bool = False) -> None:
     """Runs MLflow's own ``server`` command here, up to the point where it starts uvicorn, and
-    execs uvicorn in its place.
+    execs uvicorn in its place, through the launcher and with the image's app (``extra`` tells
+    them the settings).
 
     Everything MLflow prepares for its workers stays MLflow's (argument checks, the store
     initialisation, basic-auth bootstrap, the per-boot ids and tokens in the workers'
-    environment): only the spawn is replaced. With the job runner on, MLflow must keep its parent
-    process (it starts the runner after uvicorn), so the caller does not come here. Should a later
-    MLflow start uvicorn some other way, its CLI simply runs as the parent, as it does by default.
+    environment): only the spawn is replaced. With the job runner on (``keep_parent``), MLflow
+    must keep its parent process (it starts the runner after uvicorn): uvicorn is then started
+    as MLflow's child, still through the launcher. Should a later MLflow start uvicorn some other
+    way, its CLI simply runs as the parent, as it does by default.
     Returns only when MLflow cannot be imported here; the caller then execs the plain CLI.
     """
     os.environ.clear()
@@ -220,9 +239,15 @@ def run_mlflow_server(argv: list[str], env: dict[str, str], asgi_shortcut: bool 
         log.warning("cannot run mlflow server in-process (%s); starting it as a child", exc)
         return
 
-    def exec_instead(cmd, *, extra_env=None, **_kwargs):
-        if asgi_shortcut:
-            cmd = asgi.uvicorn_command(list(cmd))
+    spawn = mlflow.server._exec_cmd
+    config = json.loads(extra[asgi.CONFIG_ENV])
+
+    def exec_instead(cmd, *, extra_env=None, **kwargs):
+        cmd, app_env = asgi.uvicorn_command(list(cmd), config)
+        if app_env:
+            extra_env = {**(extra_env or {}), **extra, **app_env}
+        if keep_parent or not app_env:
+            return spawn(cmd, extra_env=extra_env, **kwargs)
         child_env = {**os.environ, **(extra_env or {})}
         sys.stdout.flush()
         sys.stderr.flush()
