@@ -26,6 +26,10 @@ RETENTION_ANNOTATION = f"{PREFIX}retention-policy"
 HTTP_PORT = 5000
 HTTP_PORT_NAME = "http"
 HEALTH_PATH = "/health"
+# Prometheus metrics: a port of their own, which the Ingress and HTTPRoute never route to.
+METRICS_PORT = 9090
+METRICS_PORT_NAME = "metrics"
+METRICS_PATH = "/metrics"
 RUN_AS_ID = 10001
 SCRATCH_DIR = "/tmp"
 DATA_DIR = "/data"

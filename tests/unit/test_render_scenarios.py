@@ -204,7 +204,7 @@ def test_proxied_artifacts_with_s3_compatible_endpoint_and_metrics():
     assert not of_kind(out, "PersistentVolumeClaim")
     monitor = one(out, "ServiceMonitor", "nlp")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
     assert monitor["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "nlp"
     }
@@ -328,7 +328,7 @@ def test_team_server_with_basic_auth():
     policy = one(out, "NetworkPolicy", "fraud")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}, {"protocol": "TCP", "port": "metrics"}]  # Prometheus scrapes 9090
     assert rule["from"][0] == {"podSelector": {}}
     assert rule["from"][1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
     assert pod_spec(deploy)["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"

@@ -16,6 +16,7 @@ from ..constants import (
     EMBEDDED_FILE_STORE_URI,
     EMBEDDED_SQLITE_URI,
     HTTP_PORT,
+    METRICS_PORT,
     SCRATCH_DIR,
 )
 from . import naming
@@ -148,6 +149,17 @@ def storage_credentials_env(ts: TrackingServer) -> Env:
     return env
 
 
+_BINARY_SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+
+
+def byte_count(quantity: str) -> int:
+    """A binary byte quantity (spec.http.maxUploadSize: 5Gi, 512Mi, 0) in bytes."""
+    suffix = quantity[-2:]
+    if suffix in _BINARY_SUFFIXES:
+        return int(quantity[:-2]) * _BINARY_SUFFIXES[suffix]
+    return int(quantity)
+
+
 def _common_server_env(ts: TrackingServer, role: str) -> Env:
     spec = ts.spec
     return [
@@ -158,6 +170,9 @@ def _common_server_env(ts: TrackingServer, role: str) -> Env:
         value("MLFLOW_OPERATOR_WORKERS", str(spec.workers)),
         value("MLFLOW_OPERATOR_SCRATCH_DIR", SCRATCH_DIR),
         value("MLFLOW_OPERATOR_KEEP_ALIVE_TIMEOUT", str(spec.http.keep_alive_timeout_seconds)),
+        # enforced by the server itself: not every client comes through an NGINX Ingress
+        value("MLFLOW_OPERATOR_MAX_UPLOAD_SIZE", str(byte_count(spec.http.max_upload_size))),
+        value("MLFLOW_OPERATOR_ASGI_SHORTCUT", "true" if spec.http.api_shortcut else "false"),
     ]
 
 
@@ -168,6 +183,7 @@ def _network_env(ts: TrackingServer) -> Env:
         env.append(value("MLFLOW_OPERATOR_CORS_ALLOWED_ORIGINS", ",".join(origins)))
     if ts.spec.metrics.enabled:
         env.append(value("MLFLOW_OPERATOR_EXPOSE_PROMETHEUS", "true"))
+        env.append(value("MLFLOW_OPERATOR_METRICS_PORT", str(METRICS_PORT)))
     return env
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api import TrackingServer
-from ..constants import HTTP_PORT_NAME
+from ..constants import METRICS_PATH, METRICS_PORT_NAME
 from . import naming
 
 
@@ -19,6 +19,7 @@ def service_monitor(ts: TrackingServer) -> dict[str, Any]:
         "spec": {
             # Both Services in Split mode: metadata and artifacts pods export their own metrics.
             "selector": {"matchLabels": naming.instance_labels(ts)},
-            "endpoints": [{"port": HTTP_PORT_NAME, "path": "/metrics", "interval": monitor.interval}],
+            # the metrics port, not the API's: no basic-auth in the way, nothing exposed outside
+            "endpoints": [{"port": METRICS_PORT_NAME, "path": METRICS_PATH, "interval": monitor.interval}],
         },
     }

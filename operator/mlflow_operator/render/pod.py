@@ -19,6 +19,8 @@ from ..constants import (
     HEALTH_PATH,
     HTTP_PORT,
     HTTP_PORT_NAME,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
     RUN_AS_ID,
     SCRATCH_DIR,
 )
@@ -86,6 +88,8 @@ def _probe(**timing: int) -> dict[str, Any]:
 def server_container(ts: TrackingServer, env: Env, resources: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
     result = container(ts, "mlflow", "serve", env, resources, mounts)
     result["ports"] = [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}]
+    if ts.spec.metrics.enabled:
+        result["ports"].append({"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"})
     # Startup allows a slow first start (5 minutes); liveness only restarts a hung server.
     result["startupProbe"] = _probe(periodSeconds=5, failureThreshold=60)
     result["readinessProbe"] = _probe(periodSeconds=10, failureThreshold=3)

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..api import TrackingServer
 from ..api import derived as d
-from ..constants import HTTP_PORT_NAME
+from ..constants import HTTP_PORT_NAME, METRICS_PORT_NAME
 from . import naming
 
 
@@ -61,9 +61,12 @@ def autoscaler(ts: TrackingServer) -> dict[str, Any]:
 
 
 def network_policy(ts: TrackingServer) -> dict[str, Any]:
-    """Only port 5000 of our pods, only from this namespace and the listed peers. Egress stays
-    open: databases and object stores live anywhere."""
+    """Only port 5000 (and the metrics port) of our pods, only from this namespace and the listed
+    peers (Prometheus among them). Egress stays open: databases and object stores live anywhere."""
     peers = [{"podSelector": {}}] + list(ts.spec.network_policy.ingress_from or [])
+    ports = [{"protocol": "TCP", "port": HTTP_PORT_NAME}]
+    if ts.spec.metrics.enabled:
+        ports.append({"protocol": "TCP", "port": METRICS_PORT_NAME})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -71,6 +74,6 @@ def network_policy(ts: TrackingServer) -> dict[str, Any]:
         "spec": {
             "podSelector": {"matchLabels": naming.instance_labels(ts)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": HTTP_PORT_NAME}]}],
+            "ingress": [{"from": peers, "ports": ports}],
         },
     }

@@ -4,8 +4,19 @@ from __future__ import annotations
 from typing import Any
 
 from ..api import TrackingServer
-from ..constants import HTTP_PORT, HTTP_PORT_NAME
+from ..constants import HTTP_PORT, HTTP_PORT_NAME, METRICS_PORT, METRICS_PORT_NAME
 from . import naming
+
+
+def _ports(ts: TrackingServer) -> list[dict[str, Any]]:
+    """The API port, and with metrics on the metrics port: under its own name, which the
+    ServiceMonitor scrapes and the Ingress/HTTPRoute (routing to `http` / 5000) never route."""
+    ports = [{"name": HTTP_PORT_NAME, "port": HTTP_PORT, "targetPort": HTTP_PORT_NAME, "protocol": "TCP",
+              "appProtocol": "http"}]
+    if ts.spec.metrics.enabled:
+        ports.append({"name": METRICS_PORT_NAME, "port": METRICS_PORT, "targetPort": METRICS_PORT_NAME,
+                      "protocol": "TCP", "appProtocol": "http"})
+    return ports
 
 
 def _service(ts: TrackingServer, name: str, component: str, service_type: str) -> dict[str, Any]:
@@ -16,15 +27,7 @@ def _service(ts: TrackingServer, name: str, component: str, service_type: str) -
         "spec": {
             "type": service_type,
             "selector": naming.selector_labels(ts, component),
-            "ports": [
-                {
-                    "name": HTTP_PORT_NAME,
-                    "port": HTTP_PORT,
-                    "targetPort": HTTP_PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                }
-            ],
+            "ports": _ports(ts),
         },
     }
 
