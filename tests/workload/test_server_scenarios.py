@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from testservices._util import process_tree
+from testservices._util import free_port, process_tree
 from testservices.nginx import ARTIFACT_PREFIXES
 
 from .server_env import O, TUTORIAL, artifacts_only, direct, last_json, proxied
@@ -144,10 +144,11 @@ def test_split_metadata_and_artifacts_servers_behind_nginx(mlflow_server, nginx,
 
 
 def test_allowed_hosts_and_prometheus(mlflow_server, migrated_pg_uri, tmp_path):
+    metrics_port = free_port()
     srv = mlflow_server(proxied(
         migrated_pg_uri, str(tmp_path / "artifacts"),
         **{O + "ALLOWED_HOSTS": "mlflow.team.svc:5000,mlflow.team.svc,127.0.0.1:*", O + "EXPOSE_PROMETHEUS": "true",
-           O + "WORKERS": "2"},
+           O + "METRICS_PORT": str(metrics_port), O + "WORKERS": "2"},
     ))
     search = srv.url + "/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, headers={"Host": "mlflow.team.svc:5000"}, timeout=10).status_code == 200
@@ -155,8 +156,10 @@ def test_allowed_hosts_and_prometheus(mlflow_server, migrated_pg_uri, tmp_path):
     assert denied.status_code == 403
     # /health answers whatever the Host: a probe alone cannot catch a wrong allowed-hosts list
     assert requests.get(srv.url + "/health", headers={"Host": "other.example"}, timeout=10).status_code == 200
-    metrics = requests.get(srv.url + "/metrics", timeout=10)
+    # on their own port, whatever the Host (Prometheus scrapes the pod IP); see test_server_metrics.py
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", headers={"Host": "10.1.2.3:9090"}, timeout=10)
     assert metrics.status_code == 200 and "mlflow_http_request" in metrics.text, metrics.text[:500]
+    assert requests.get(srv.url + "/metrics", timeout=10).status_code == 404
     assert (srv.scratch / "metrics").is_dir()
 
 
