@@ -326,7 +326,9 @@ def uvicorn_pair(server_venv, postgres, _migrated_template, tmp_path_factory):
         for name, setting in (("stock", "false"), ("ours", "true")):
             env = proxied(postgres.create_database(template=_migrated_template), str(work / name / "artifacts"),
                           **{O + "ASGI_SHORTCUT": setting, O + "WORKERS": "1",
-                             O + "CORS_ALLOWED_ORIGINS": ALLOWED_ORIGIN})
+                             O + "CORS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
+                             # gateway/supported-models would fetch it from the internet
+                             "MLFLOW_MODEL_CATALOG_URI": ""})
             servers[name] = start_entrypoint(server_venv, env, work / name, name=name)
         assert "tracking API shortcut on" in servers["ours"].output()
         assert "tracking API shortcut off" in servers["stock"].output()
@@ -362,10 +364,17 @@ def encoded(path: str) -> str:
     return f"{path[:i]}%{ord(path[i]):02X}{path[i + 1:]}"
 
 
+# Left out of the sweep: the UI's demo data generator (tens of seconds of writes per call, no client
+# API). The sweep's servers are told not to fetch MLflow's model catalog from the internet.
+SWEEP_SKIPS = ("/mlflow/demo/",)
+
+
 def sweep_requests(rules: list[dict]):
     """(label, method, path, headers, body, chunks) for every rule and method, and variants."""
     json_headers = {"Content-Type": "application/json"}
     for r in rules:
+        if any(skip in r["rule"] for skip in SWEEP_SKIPS):
+            continue
         method, path = r["method"], r["path"]
         label = f"{method} {r['rule']}"
         has_body = method in ("POST", "PUT", "PATCH", "DELETE")
@@ -402,7 +411,7 @@ def test_every_rule_and_method_answers_as_mlflow_does_under_uvicorn(uvicorn_pair
         sent += 1
         if a != b:
             differences.append(f"{label}: MLflow {a[0]} {a[2][:200]!r} / shortcut {b[0]} {b[2][:200]!r}")
-    assert sent >= 2000, sent
+    assert sent >= 2500, sent
     assert not differences, f"{len(differences)} of {sent} answers differ:\n" + "\n".join(differences[:30])
 
 
