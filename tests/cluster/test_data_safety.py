@@ -157,3 +157,82 @@ def test_jobs_the_operator_does_not_own_are_never_deleted(cluster, operator, nam
         assert get_json(cluster, "job", job, "-n", namespace) is not None, f"the operator deleted Job {job} it does not own"
     ours = [j for j in get_json(cluster, "jobs", "-n", namespace, "-l", "app.kubernetes.io/managed-by=mlflow-operator")["items"]]
     assert [j["spec"]["template"]["spec"]["containers"][0]["image"] for j in ours] == ["ghcr.io/mlflow-operator/mlflow-server:9.9.9"]
+
+
+# ---- finding 3: the whole desired state waits for the migration; rollbacks are refused ---------------
+
+def held_migration_jobs(cluster, namespace: str, name: str) -> list[dict]:
+    jobs = get_json(cluster, "jobs", "-n", namespace, "-l",
+                    f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=mlflow-operator")["items"]
+    return [j for j in jobs if not job_finished(j) and not any(
+        c["type"] == "Failed" and c["status"] == "True" for c in (j.get("status") or {}).get("conditions") or [])]
+
+
+def release_held_jobs(cluster, namespace: str, job: str) -> None:
+    for pod in get_json(cluster, "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}")["items"]:
+        cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", namespace, f"{HOLD_ANNOTATION}=false", "--overwrite")
+
+
+def test_a_migration_holds_every_child_and_guards_the_old_pods(cluster, operator, namespace, database_listener):
+    ts = load_example("07-split.yaml", namespace)
+    point_s3_endpoint_at(ts, database_listener)
+    create_referenced_secrets(cluster, ts, database_listener)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    artifacts = f"{name}-artifacts"
+    assert get_json(cluster, "deployment", artifacts, "-n", namespace) is not None
+    ingress_before = get_json(cluster, "ingress", name, "-n", namespace)
+    old_image = get_json(cluster, "deployment", name, "-n", namespace)["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    # One edit: a new image (its migration held running) and the artifact mode back to Proxied.
+    patch_ts(cluster, namespace, name, {"spec": {"image": "ghcr.io/mlflow-operator/mlflow-server:9.9.9",
+                                                  "artifacts": {"mode": "Proxied", "replicas": None, "resources": None},
+                                                  "podTemplate": {"annotations": {HOLD_ANNOTATION: "true"}}}})
+    job = wait_for("the held migration Job", lambda: (held_migration_jobs(cluster, namespace, name) or [None])[0], timeout=60)
+    wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, MigrationsApplied="False")
+    guard = wait_for("the migration guard budget", lambda: get_json(cluster, "pdb", f"{name}-migration-guard", "-n", namespace))
+    assert guard["spec"]["maxUnavailable"] == 0
+    # Several passes while the migration runs: nothing of the new spec may reach the serving children.
+    time.sleep(8)
+    assert get_json(cluster, "deployment", artifacts, "-n", namespace) is not None, \
+        "the artifacts Deployment the old pods use was pruned during the migration"
+    assert get_json(cluster, "service", artifacts, "-n", namespace) is not None
+    assert get_json(cluster, "ingress", name, "-n", namespace)["spec"] == ingress_before["spec"], \
+        "the Ingress changed before the new pods exist"
+    assert get_json(cluster, "deployment", name, "-n", namespace)["spec"]["template"]["spec"]["containers"][0]["image"] == old_image
+
+    release_held_jobs(cluster, namespace, job["metadata"]["name"])
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    wait_for("the artifacts Deployment to be pruned", lambda: get_json(cluster, "deployment", artifacts, "-n", namespace) is None)
+    wait_for("the guard to go", lambda: get_json(cluster, "pdb", f"{name}-migration-guard", "-n", namespace) is None)
+    assert get_json(cluster, "ingress", name, "-n", namespace)["spec"] != ingress_before["spec"]
+
+
+def test_an_image_rollback_below_the_migrated_schema_is_refused(cluster, operator, namespace, database_listener):
+    ts = load_example("04-remote-direct.yaml", namespace)
+    create_referenced_secrets(cluster, ts, database_listener)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    old_image = get_json(cluster, "deployment", name, "-n", namespace)["spec"]["template"]["spec"]["containers"][0]["image"]
+    patch_ts(cluster, namespace, name, {"spec": {"image": "ghcr.io/mlflow-operator/mlflow-server:9.9.9"}})
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", MigrationsApplied="True")
+    jobs_before = {j["metadata"]["name"] for j in get_json(cluster, "jobs", "-n", namespace)["items"]}
+
+    patch_ts(cluster, namespace, name, {"spec": {"image": old_image}})
+    live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, MigrationsApplied="False", Degraded="True")
+    cond = condition(live, "MigrationsApplied")
+    assert cond["reason"] == "RollbackRefused", cond
+    assert "cannot downgrade" in cond["message"] and "restore" in cond["message"], cond
+    assert condition(live, "Ready")["reason"] == "RollbackRefused"
+    image = get_json(cluster, "deployment", name, "-n", namespace)["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith(":9.9.9"), "the Deployment rolled back onto a schema its MLflow refuses"
+    assert {j["metadata"]["name"] for j in get_json(cluster, "jobs", "-n", namespace)["items"]} == jobs_before
+    assert get_json(cluster, "pdb", f"{name}-migration-guard", "-n", namespace) is None
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name},type=Warning")["items"]
+    assert any(e["reason"] == "RollbackRefused" for e in events), [e["reason"] for e in events]
+
+    # Forward again: the refusal clears without any clean-up.
+    patch_ts(cluster, namespace, name, {"spec": {"image": "ghcr.io/mlflow-operator/mlflow-server:9.9.9"}})
+    wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, Ready="True", MigrationsApplied="True")

@@ -14,8 +14,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import re
+
 from ..api import TrackingServer
 from ..api import derived as d
+from ..render import naming
+from ..render.job import DATABASE_DIGEST_ANNOTATION
 from . import kube, metrics
 from .conditions import Condition
 from .ownership import delete_owned, owned_by
@@ -29,7 +33,7 @@ FAILED_RETRY_SECONDS = 300
 class MigrationGate:
     open: bool
     condition: Condition
-    state: str  # NotNeeded | Running | Succeeded | Failed | Waiting
+    state: str  # NotNeeded | Running | Succeeded | Failed | Waiting | Refused
     requeue_after: float | None = None
 
 
@@ -99,6 +103,9 @@ def gate_migrations(ts: TrackingServer, manifests: list[dict[str, Any]], emit: C
                                               f"waiting for superseded migration Job {stopping[0]} to stop"), "Waiting", 2)
 
     if current is None:
+        refusal = rollback_refusal(job, jobs.values())
+        if refusal:
+            return MigrationGate(False, Condition("MigrationsApplied", False, "RollbackRefused", refusal), "Refused")
         kube.apply(job)
         metrics.MIGRATIONS.labels("created").inc()
         emit("Normal", "MigrationStarted", f"Started migration Job {name} for image {_image(job)}")
@@ -113,6 +120,10 @@ def gate_migrations(ts: TrackingServer, manifests: list[dict[str, Any]], emit: C
                                              f"migration Job {name} succeeded for image {_image(job)}"), "Succeeded")
     if state == "Failed":
         message = failure_message(current)
+        if any(marker in message for marker in DOWNGRADE_REFUSED):
+            # The image's `migrate` found a schema newer than it knows: retrying cannot help.
+            return MigrationGate(False, Condition("MigrationsApplied", False, "RollbackRefused",
+                                                  f"migration Job {name}: {message}; {ROLLBACK_ADVICE}"), "Refused")
         waited = _failed_seconds_ago(current)
         if waited >= FAILED_RETRY_SECONDS:
             delete_owned(ts, "batch/v1", "Job", current)
@@ -129,6 +140,35 @@ def gate_migrations(ts: TrackingServer, manifests: list[dict[str, Any]], emit: C
         )
     return MigrationGate(False, Condition("MigrationsApplied", False, "MigrationRunning",
                                           f"migration Job {name} is running; the servers roll out when it succeeds"), "Running")
+
+
+# What the image's `migrate` says when the database was migrated by a newer MLflow (db.py).
+DOWNGRADE_REFUSED = ("downgrades are refused", "migrated by a newer MLflow")
+ROLLBACK_ADVICE = ("MLflow cannot downgrade a database schema, so the version that migrated it keeps serving; "
+                   "set spec.image back to that version, or restore the database from the backup taken before the "
+                   "upgrade and then delete the newer migration Job so the operator migrates again")
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def _version(image: str) -> tuple[int, ...] | None:
+    match = _VERSION.match(naming.image_version(image) or "")
+    return tuple(int(part or 0) for part in match.groups()) if match else None
+
+
+def rollback_refusal(job: dict[str, Any], others: Any) -> str | None:
+    """Why the new Job must not run: a Job of this TrackingServer already migrated the same databases
+    with a newer MLflow (the image tags tell the versions). None when that is not known."""
+    digest = (job["metadata"].get("annotations") or {}).get(DATABASE_DIGEST_ANNOTATION)
+    wanted = _version(_image(job))
+    if not digest or wanted is None:
+        return None
+    for other in others:
+        same_databases = (other["metadata"].get("annotations") or {}).get(DATABASE_DIGEST_ANNOTATION) == digest
+        migrated = _version(_image(other))
+        if same_databases and job_state(other) == "Succeeded" and migrated is not None and migrated > wanted:
+            return (f"image {_image(job)} is older than {_image(other)}, which migrated these databases "
+                    f"(migration Job {other['metadata']['name']}); {ROLLBACK_ADVICE}")
+    return None
 
 
 def _image(job: dict[str, Any]) -> str:

@@ -170,8 +170,8 @@ def progressing(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Con
 
 
 def degraded(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Condition:
-    if gate is not None and gate.state == "Failed":
-        return Condition("Degraded", True, "MigrationFailed", gate.condition.message)
+    if gate is not None and gate.state in ("Failed", "Refused"):
+        return Condition("Degraded", True, gate.condition.reason, gate.condition.message)
     for r in rollouts.values():
         if r.deadline_exceeded:
             return Condition("Degraded", True, "ProgressDeadlineExceeded", f"Deployment {r.name} did not roll out in time")

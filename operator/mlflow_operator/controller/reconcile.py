@@ -3,10 +3,13 @@
 1. Generated Secrets and the volume claim exist (created once, never overwritten), and their owner
    references follow retentionPolicy as it is now (ownership.py).
 2. Every Secret the pods reference exists with its keys; their data is hashed into the pod template.
-3. Everything but the workloads is applied (server-side apply, one field manager, owner references).
+3. The ServiceAccount the migration Job's pod runs as is applied.
 4. Migrations gate the rollout: the migration Job for this image and database must have succeeded
-   before the Deployments are applied. Until then the old Deployment keeps serving, untouched.
-5. Children that the spec no longer asks for are deleted.
+   before anything else is applied. Until then every other child (Deployments, Services, Ingress,
+   NetworkPolicy, budgets) stays as the old version serves with, and a PodDisruptionBudget keeps
+   its pods from eviction. A rollback below the migrated schema is refused (migrations.py).
+5. Then everything is applied (server-side apply, one field manager, owner references) and
+   children that the spec no longer asks for are deleted.
 6. Status is computed from what the children say now, not from what this pass did.
 
 Every step is idempotent: a pass can stop anywhere (error, restart) and the next one carries on.
@@ -21,7 +24,7 @@ from typing import Any, Callable
 from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServer, load_trackingserver
-from ..render import RenderContext, client_url, fresh_secret_values, render, required_generated_secrets, secret_data_hash
+from ..render import RenderContext, client_url, fresh_secret_values, migration_guard, render, required_generated_secrets, secret_data_hash
 from ..render import naming
 from . import kube, metrics
 from .conditions import Condition, find, merge_conditions
@@ -154,6 +157,15 @@ def data_bearing(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in manifests if m["kind"] in CREATE_ONLY_KINDS]
 
 
+def migration_prerequisites(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the migration Job's pod needs before it can start: its ServiceAccount."""
+    return [m for m in manifests if m["kind"] == "ServiceAccount"]
+
+
+# Applied before the migration gate, whatever it says.
+HELD_BACK_NEVER = CREATE_ONLY_KINDS | {"ServiceAccount"}
+
+
 def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
     """Applies everything but workloads. A kind the cluster does not serve (Gateway API or
     ServiceMonitor CRDs not installed) is skipped and reported, not an error that blocks the rest."""
@@ -221,16 +233,32 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         # the volume and generated Secrets even when another child cannot be applied.
         observed += apply_children(data_bearing(manifests))
         observed.append(reconcile_retention(ts))
-        observed += apply_children([m for m in manifests if m["kind"] not in CREATE_ONLY_KINDS])
+        observed += apply_children(migration_prerequisites(manifests))
         gate = gate_migrations(ts, manifests, emit)
+        requeue = gate.requeue_after
         if gate.open:
+            observed += apply_children([m for m in manifests if m["kind"] not in HELD_BACK_NEVER])
             for manifest in manifests:
                 if manifest["kind"] == "Deployment":
                     kube.apply(manifest)
                     metrics.APPLIED_OBJECTS.labels("Deployment").inc()
-        requeue = gate.requeue_after
-        for gone in prune(ts, manifests):
-            emit("Normal", "Pruned", f"Deleted {gone}: the spec no longer asks for it")
+            for gone in prune(ts, manifests):
+                emit("Normal", "Pruned", f"Deleted {gone}: the spec no longer asks for it")
+        else:
+            # The whole desired state waits: Services, Ingress, NetworkPolicy, budgets and pruning
+            # follow the new spec only together with the Deployments, so the previous version keeps
+            # serving exactly as it did. Its pods are kept from eviction meanwhile; a refused
+            # rollback leaves the current version serving on its own schema, nothing to guard.
+            guard = migration_guard(ts)
+            if gate.state != "Refused":
+                apply_children([guard])
+            else:
+                live = kube.get(guard["apiVersion"], guard["kind"], ts.namespace, guard["metadata"]["name"])
+                if live:
+                    delete_owned(ts, guard["apiVersion"], guard["kind"], live)
+            observed.append(Condition("Reconciled", True, "WaitingForMigration",
+                                      "the volume, generated Secrets and ServiceAccount follow the spec; the other "
+                                      "children keep the previous version until the migration succeeds"))
         if not any(c.type == "Reconciled" for c in observed):
             observed.append(Condition("Reconciled", True, "Applied", f"{len(manifests)} children applied"))
     except Blocked as blocked:

@@ -20,7 +20,7 @@ from .ingress import ingress
 from .job import migration_job, needs_migration_job
 from .monitoring import service_monitor
 from .naming import client_url, status_selector
-from .policy import autoscaler, disruption_budgets, network_policy
+from .policy import autoscaler, disruption_budgets, migration_guard, network_policy
 from .secrets import GeneratedSecret, fresh_secret_values, generated_secret_manifests, required_generated_secrets
 from .service import artifacts_service, service_account, tracking_service
 from .storage import volume_claim
@@ -77,6 +77,7 @@ __all__ = [
     "RenderContext",
     "client_url",
     "fresh_secret_values",
+    "migration_guard",
     "render",
     "required_generated_secrets",
     "secret_data_hash",

@@ -33,6 +33,19 @@ def migration_digest(ts: TrackingServer, context: RenderContext | None = None) -
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+DATABASE_DIGEST_ANNOTATION = "mlflow-operator.dev/database-digest"
+
+
+def database_digest(ts: TrackingServer, context: RenderContext | None = None) -> str:
+    """Which databases a migration Job migrates (the migration settings and the referenced Secrets'
+    data), without the image: two Jobs with the same digest migrated the same databases, so the
+    operator can tell a rollback of the image from a move to another database."""
+    pod = _pod_template(ts)
+    secrets = {name: (context or RenderContext()).secret_hashes.get(name, "") for name in referenced_secrets(pod["spec"])}
+    payload = {"env": environment.external_migration_env(ts), "secrets": secrets}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def _pod_template(ts: TrackingServer) -> dict[str, Any]:
     spec = ts.spec
     resources = spec.resources.dump()
@@ -56,7 +69,8 @@ def migration_job(ts: TrackingServer, context: RenderContext | None = None) -> d
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": naming.object_meta(ts, naming.migration_job_name(ts, migration_digest(ts, context)), naming.MIGRATION),
+        "metadata": naming.object_meta(ts, naming.migration_job_name(ts, migration_digest(ts, context)), naming.MIGRATION,
+                                       annotations={DATABASE_DIGEST_ANNOTATION: database_digest(ts, context)[:16]}),
         "spec": {
             # One retry: the wait-for-backend init container already rides out a database that is
             # starting; a migration that fails twice needs a person (the reason is in the status),

@@ -43,6 +43,10 @@ def migration_job_name(ts: TrackingServer, config_digest: str) -> str:
     return f"{ts.name}-migrate-{config_digest[:8]}"
 
 
+def migration_guard_name(ts: TrackingServer) -> str:
+    return f"{ts.name}-migration-guard"
+
+
 def service_host(ts: TrackingServer, service: str) -> str:
     return f"{service}.{ts.namespace}.svc"
 

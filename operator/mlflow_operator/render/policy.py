@@ -37,6 +37,24 @@ def disruption_budgets(ts: TrackingServer) -> list[dict[str, Any]]:
     return result
 
 
+def migration_guard(ts: TrackingServer) -> dict[str, Any]:
+    """While a migration runs (or failed), the previous version's pods are what serves, and one
+    that restarts may refuse the half-migrated or newer schema: no voluntary eviction (node drain)
+    may take them until the migration succeeded. The reconciler applies this budget only then and
+    prunes it once the gate opens."""
+    selector = {
+        "matchLabels": naming.instance_labels(ts),
+        "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                              "values": [naming.TRACKING, naming.ARTIFACTS]}],
+    }
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": naming.object_meta(ts, naming.migration_guard_name(ts), naming.MIGRATION),
+        "spec": {"selector": selector, "maxUnavailable": 0},
+    }
+
+
 def autoscaler(ts: TrackingServer) -> dict[str, Any]:
     scaling = ts.spec.autoscaling
     return {
