@@ -21,6 +21,7 @@ CRD_FILENAME = f"{CRD_NAME}.yaml"
 PREFIX = f"{GROUP}/"
 CONFIG_HASH_ANNOTATION = f"{PREFIX}config-hash"
 RETENTION_ANNOTATION = f"{PREFIX}retention-policy"
+DATA_LOCATIONS_ANNOTATION = f"{PREFIX}data-locations"
 
 # The server container: port, probes, writable paths and the user it runs as.
 HTTP_PORT = 5000

@@ -236,3 +236,128 @@ def test_an_image_rollback_below_the_migrated_schema_is_refused(cluster, operato
     # Forward again: the refusal clears without any clean-up.
     patch_ts(cluster, namespace, name, {"spec": {"image": "ghcr.io/mlflow-operator/mlflow-server:9.9.9"}})
     wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, Ready="True", MigrationsApplied="True")
+
+
+# ---- finding 9: spec changes that cannot be honoured, or that move data, are said -------------------
+
+def warning_events(cluster, namespace: str, name: str) -> list[dict]:
+    return get_json(cluster, "events", "-n", namespace, "--field-selector",
+                    f"involvedObject.name={name},involvedObject.kind=TrackingServer,type=Warning")["items"]
+
+
+def test_a_storage_class_change_is_reported_not_silently_ignored(cluster, operator, namespace):
+    ts = load_example("02-sqlite.yaml", namespace)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", DataInPlace="True")
+    patch_ts(cluster, namespace, name, {"spec": {"storage": {"storageClassName": "fast-ssd"}}})
+    live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, DataInPlace="False")
+    cond = condition(live, "DataInPlace")
+    assert cond["reason"] == "VolumeSpecNotApplied" and "fast-ssd" in cond["message"] and "cannot change" in cond["message"], cond
+    assert condition(live, "Ready")["status"] == "True", "an ignored class change must not take the server down"
+    assert any(e["reason"] == "VolumeSpecNotApplied" for e in warning_events(cluster, namespace, name))
+    patch_ts(cluster, namespace, name, [{"op": "remove", "path": "/spec/storage/storageClassName"}], type_="json")
+    wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, DataInPlace="True")
+
+
+def test_moving_to_other_stores_warns_and_stale_conditions_go(cluster, operator, namespace, database_listener):
+    ts = load_example("02-sqlite.yaml", namespace)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    wait_for("the claim to be bound", lambda: get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["status"].get("phase") == "Bound")
+    patch_ts(cluster, namespace, name, {"spec": {"storage": {"size": "500Gi"}}})
+    wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, VolumeResized="False")
+
+    # SQLite on the volume -> an external database and S3: no volume any more.
+    put = {"moved-db": {"uri": f"postgresql://mlflow:pw@127.0.0.1:{database_listener}/mlflow"},
+           "moved-s3": {"access-key-id": "id", "secret-access-key": "key"}}
+    for secret, data in put.items():
+        cluster.kubectl("create", "secret", "generic", secret, "-n", namespace, *[f"--from-literal={k}={v}" for k, v in data.items()])
+    patch_ts(cluster, namespace, name, {"spec": {
+        "storage": None,
+        "backendStore": {"type": "Database", "uri": {"secretKeyRef": {"name": "moved-db", "key": "uri"}}},
+        "artifacts": {"destination": "s3://team-bucket/mlflow", "s3": {
+            "endpointUrl": f"http://127.0.0.1:{database_listener}", "region": "us-east-1",
+            "accessKeyId": {"secretKeyRef": {"name": "moved-s3", "key": "access-key-id"}},
+            "secretAccessKey": {"secretKeyRef": {"name": "moved-s3", "key": "secret-access-key"}}}}}})
+    live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True", DataInPlace="False")
+    cond = condition(live, "DataInPlace")
+    assert cond["reason"] == "BackendStoreChanged", cond
+    assert "SQLite on PersistentVolumeClaim" in cond["message"] and "copies no data" in cond["message"], cond
+    assert "s3://team-bucket/mlflow" in cond["message"] and "mlflow-artifacts:/" in cond["message"], cond
+    reasons = [e["reason"] for e in warning_events(cluster, namespace, name)]
+    assert "BackendStoreChanged" in reasons, reasons
+    assert condition(live, "VolumeResized") == {}, "a condition the spec can no longer produce stayed in status"
+    # It stays said after the rollout, for this generation.
+    time.sleep(6)
+    live = wait_for_conditions(cluster, namespace, name, timeout=30, op=operator, Ready="True", DataInPlace="False")
+
+
+# ---- finding 8: what status and events reveal ------------------------------------------------------
+
+NOT_READY_ANNOTATION = "mlflow-operator.dev/test-not-ready"
+
+
+def test_crashed_containers_logs_never_reach_status(cluster, operator, namespace):
+    ts = load_example("02-sqlite.yaml", namespace)
+    ts["spec"]["podTemplate"] = {"annotations": {NOT_READY_ANNOTATION: "true"}}
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=tracking"
+    pod = wait_for("a tracking pod", lambda: (get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"] or [None])[0], timeout=60)
+    wait_for("the pod to run", lambda: get_json(cluster, "pod", pod["metadata"]["name"], "-n", namespace)["status"].get("phase") == "Running")
+    # What a kubelet reports for a crash-looping server whose log ends in MLflow's traceback.
+    log_tail = ("Traceback (most recent call last):\n  File \"/opt/mlflow/sqlalchemy/engine/base.py\", line 3\n"
+                "sqlalchemy.exc.OperationalError: (psycopg2.OperationalError) connection to "
+                "postgresql://mlflow:Sup3rSecretPw@db.team.svc:5432/mlflow failed\n"
+                "[SQL: SELECT experiments.name FROM experiments WHERE name = 'fraud-model-secret']\n"
+                "mlflow-entrypoint serve: unexpected OperationalError: connection to postgresql://mlflow:***@db.team.svc:5432/mlflow failed\n")
+    status = {"status": {"containerStatuses": [{
+        "name": "mlflow", "image": "x", "imageID": "", "ready": False, "restartCount": 4, "started": False,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s restarting failed container"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": log_tail,
+                                     "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:05Z"}}}]}}
+    cluster.kubectl("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status", "--type=strategic",
+                    "-p", json.dumps(status))
+    live = wait_for("Available to name the crash", lambda: (lambda ts_: ts_ if condition(ts_, "Available").get("reason") == "CrashLoopBackOff" else None)(
+        get_json(cluster, "trackingserver", name, "-n", namespace)), timeout=60)
+    text = json.dumps(live["status"]) + json.dumps([e["message"] for e in get_json(
+        cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]])
+    for leaked in ("Sup3rSecretPw", "Traceback", "fraud-model-secret", "SELECT"):
+        assert leaked not in text, f"{leaked!r} reached status or events: {condition(live, 'Available')}"
+    assert "mlflow-entrypoint serve: unexpected OperationalError" in condition(live, "Available")["message"]
+
+
+def test_each_warning_is_posted_once(cluster, operator, namespace):
+    ts = load_example("04-remote-direct.yaml", namespace)  # its Secrets do not exist: SecretNotFound
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    wait_for_conditions(cluster, namespace, name, op=operator, Reconciled="False")
+    wait_for("the Warning event", lambda: any(e["reason"] == "SecretNotFound" for e in warning_events(cluster, namespace, name)))
+    time.sleep(3)  # Kopf posts its log events asynchronously
+    events = warning_events(cluster, namespace, name)
+    # The Reconciled warning ("Secret forecast-db not found; ..."), as posted by the operator or by Kopf's log poster.
+    about = [e for e in events if "Secret forecast-db not found" in e["message"]]
+    assert len(about) == 1 and sum(e.get("count", 1) for e in about) == 1, \
+        [(e["reason"], e["message"], e.get("count")) for e in about]
+
+
+def test_a_deleted_servers_metrics_series_go(cluster, operator, namespace):
+    import urllib.request
+
+    ts = load_example("02-sqlite.yaml", namespace)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    label = f'namespace="{namespace}",name="{name}"'
+
+    def series() -> list[str]:
+        text = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
+        return [line for line in text.splitlines() if label in line and not line.startswith("#")]
+
+    # Status is written just before the gauge is set.
+    wait_for("the ready series", lambda: any(line.startswith("mlflow_operator_trackingserver_ready") for line in series()))
+    cluster.kubectl("delete", "trackingserver", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for("the series of the deleted TrackingServer to go", lambda: not series(), timeout=30,
+             explain=lambda: "\n".join(series()))

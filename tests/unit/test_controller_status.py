@@ -98,9 +98,19 @@ def test_pod_problem_names_the_crash_and_the_entrypoint_reason():
 
     pull = {"name": "mlflow", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x:9\""}}}
     assert pod_problem([_pod("p", "t", [pull])]).reason == "ImagePullBackOff"
-    init_failed = {"name": "wait-for-backend", "state": {"terminated": {"exitCode": 1, "message": "gave up after 60 s on db:5432"}}}
+    init_failed = {"name": "wait-for-backend", "state": {"terminated": {"exitCode": 1, "message": "mlflow-entrypoint wait-for-backend: gave up after 60 s on db:5432"}}}
     failed = pod_problem([_pod("p", "t", [starting], init=[init_failed])])
     assert failed.reason == "ContainerFailed" and "wait-for-backend" in failed.message and "gave up after 60 s" in failed.message
+    # MLflow's own log lines (a traceback with a URI) never reach status: only the entrypoint's, redacted.
+    traceback = ("Traceback (most recent call last):\n  File \"sqlalchemy/engine.py\"\n"
+                 "sqlalchemy.exc.OperationalError: connection to postgresql://mlflow:hunter2pw@db:5432/mlflow failed\n"
+                 "SELECT secret_column FROM experiments\n")
+    crashed = {"name": "mlflow", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+               "lastState": {"terminated": {"exitCode": 1, "message": traceback}}}
+    message = pod_problem([_pod("p", "t", [crashed])]).message
+    assert "hunter2pw" not in message and "Traceback" not in message and "SELECT" not in message, message
+    with_own = dict(crashed, lastState={"terminated": {"exitCode": 1, "message": traceback + REFUSAL}})
+    assert pod_problem([_pod("p", "t", [with_own])]).message.endswith("has no MLflow schema (run the migration Job)")
     unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                      "message": "0/3 nodes are available: 3 Insufficient memory."}
     assert pod_problem([_pod("p", "t", [], conditions=[unschedulable])]).message.endswith("3 Insufficient memory.")

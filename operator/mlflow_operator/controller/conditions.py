@@ -60,9 +60,18 @@ CONDITION_ORDER = {
             "BackendReachable",
             "ArtifactStoreReachable",
             "RoutesAccepted",
+            "DataInPlace",
+            "DataRetained",
+            "VolumeResized",
         ]
     )
 }
+
+
+def keep_only(conditions: list[dict], producible: set[str]) -> list[dict]:
+    """Drops conditions the current spec can no longer produce (a VolumeResized once there is no
+    volume): kept, they would describe an old generation forever."""
+    return [c for c in conditions if c.get("type") in producible]
 
 
 def find(conditions: list[dict] | None, type_: str) -> dict | None:

@@ -96,12 +96,14 @@ async def keep_reconciled(body: kopf.Body, name: str, namespace: str, stopped: k
     finally:
         _triggers(memo).pop((namespace, name), None)
         memo.generations.pop((namespace, name), None)
+        metrics.forget(namespace, name)
 
 
 def run_pass(body: dict[str, Any], logger: logging.Logger):
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
-        (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message)
+        # k8s_skip: the event is posted above; Kopf's log poster would post a Warning a second time.
+        (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message, extra={"k8s_skip": True})
 
     result = reconcile(body, emit, probes=probe_stores)
     current = body.get("status") or {}

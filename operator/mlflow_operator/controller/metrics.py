@@ -19,6 +19,19 @@ MIGRATIONS = Counter("mlflow_operator_migration_jobs_total", "Migration Jobs cre
 READY = Gauge("mlflow_operator_trackingserver_ready", "1 when a TrackingServer is Ready", ["namespace", "name"])
 
 
+def forget(namespace: str, name: str) -> None:
+    """A TrackingServer that is gone (or no longer served by this operator) leaves no series behind."""
+    for result in ("success", "error"):
+        try:
+            RECONCILES.remove(namespace, name, result)
+        except KeyError:
+            pass
+    try:
+        READY.remove(namespace, name)
+    except KeyError:
+        pass
+
+
 @contextmanager
 def timed_reconcile(namespace: str, name: str):
     start = time.monotonic()

@@ -23,6 +23,7 @@ from ..render.job import DATABASE_DIGEST_ANNOTATION
 from . import kube, metrics
 from .conditions import Condition
 from .ownership import delete_owned, owned_by
+from .podmessages import entrypoint_message
 
 # A failed migration is retried (the Job deleted and created anew) after this long, so a database that
 # was down recovers without anyone deleting Jobs by hand. A spec fix retries at once (new Job name).
@@ -62,7 +63,7 @@ def failure_message(job: dict[str, Any]) -> str:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             term = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
             if term and term.get("exitCode"):
-                detail = (term.get("message") or term.get("reason") or "").strip()
+                detail = (entrypoint_message(term.get("message")) or term.get("reason") or "").strip()
                 parts.append(f"container {status['name']} exited {term['exitCode']}" + (f": {detail[-500:]}" if detail else ""))
                 return "; ".join(parts)
     return "; ".join(parts)

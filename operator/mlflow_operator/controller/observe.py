@@ -9,6 +9,7 @@ from ..render import naming
 from . import kube
 from .conditions import Condition
 from .migrations import MigrationGate
+from .podmessages import entrypoint_message, mask_uri_passwords
 from .reachability import Probe
 
 
@@ -79,10 +80,11 @@ def pod_problem(pods: list[dict[str, Any]]) -> PodProblem | None:
                 head = f"container {cs['name']} of pod {pod['metadata']['name']}: {waiting.get('reason')}"
                 if last:
                     head += f" (last exit code {last.get('exitCode')})"
-                detail = (last or {}).get("message") or waiting.get("message") or ""
+                # The kubelet's waiting message is its own; a termination message is the container's.
+                detail = entrypoint_message((last or {}).get("message")) or mask_uri_passwords(waiting.get("message") or "")
                 return PodProblem(waiting.get("reason") or "Waiting", head + (f": {_last_lines(detail)}" if detail.strip() else ""))
             if terminated and terminated.get("exitCode") not in (0, None) and status.get("phase") != "Succeeded":
-                detail = _last_lines(terminated.get("message") or terminated.get("reason") or "")
+                detail = _last_lines(entrypoint_message(terminated.get("message")) or terminated.get("reason") or "")
                 return PodProblem("ContainerFailed", f"container {cs['name']} of pod {pod['metadata']['name']} "
                                   f"exited with code {terminated.get('exitCode')}" + (f": {detail}" if detail else ""))
         for cond in status.get("conditions") or []:

@@ -24,10 +24,12 @@ from typing import Any, Callable
 from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServer, load_trackingserver
+from ..api import derived as d
 from ..render import RenderContext, client_url, fresh_secret_values, migration_guard, render, required_generated_secrets, secret_data_hash
 from ..render import naming
 from . import kube, metrics
-from .conditions import Condition, find, merge_conditions
+from .conditions import Condition, find, keep_only, merge_conditions
+from .dataplace import data_in_place
 from .migrations import MigrationGate, gate_migrations
 from .observe import observe
 from .ownership import delete_owned, reconcile_retention
@@ -233,6 +235,7 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         # the volume and generated Secrets even when another child cannot be applied.
         observed += apply_children(data_bearing(manifests))
         observed.append(reconcile_retention(ts))
+        observed.append(data_in_place(manifests, previous, generation))
         observed += apply_children(migration_prerequisites(manifests))
         gate = gate_migrations(ts, manifests, emit)
         requeue = gate.requeue_after
@@ -276,7 +279,7 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         # Pods are not watched (a cluster-wide pod watch costs every cluster more than it gives):
         # while pods are not ready, look again soon, so a crash loop's reason reaches status.
         requeue = min(requeue or NOT_READY_RECHECK_SECONDS, NOT_READY_RECHECK_SECONDS)
-    conditions = merge_conditions(previous, observed, generation)
+    conditions = keep_only(merge_conditions(previous, observed, generation), producible_conditions(ts))
     conditions = merge_conditions(conditions, [summarize(conditions)], generation)
     announce_transitions(previous, conditions, emit)
     status = {
@@ -288,6 +291,17 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         **observation.fields,
     }
     return PassResult(status=status, requeue_after=requeue)
+
+
+ALWAYS_PRODUCED = {"Ready", "Available", "Progressing", "Degraded", "Reconciled", "MigrationsApplied",
+                   "BackendReachable", "ArtifactStoreReachable", "DataRetained", "DataInPlace"}
+
+
+def producible_conditions(ts: TrackingServer) -> set[str]:
+    types = set(ALWAYS_PRODUCED)
+    if d.needs_volume(ts.spec):
+        types.add("VolumeResized")
+    return types
 
 
 def pods_not_ready(conditions: list[Condition]) -> bool:
@@ -317,7 +331,7 @@ def summarize(conditions: list[dict[str, Any]]) -> Condition:
     return Condition("Ready", True, "Ready", find(conditions, "Available")["message"])
 
 
-WARN_WHEN_FALSE = ("Reconciled", "MigrationsApplied", "BackendReachable", "ArtifactStoreReachable")
+WARN_WHEN_FALSE = ("Reconciled", "MigrationsApplied", "BackendReachable", "ArtifactStoreReachable", "DataInPlace")
 
 
 def announce_transitions(previous: list[dict[str, Any]], current: list[dict[str, Any]], emit: EventFn) -> None:

@@ -10,6 +10,7 @@ from ..api.spec import DEFAULT_RESOURCES
 from . import environment, naming
 from .context import RenderContext
 from .pod import container, pod_spec, pod_template, server_container, volume_mounts, volumes
+from .storage import data_locations_annotation
 
 
 def _init_containers(ts: TrackingServer, resources: dict[str, Any], with_data: bool) -> list[dict[str, Any]]:
@@ -46,6 +47,7 @@ def _deployment(
     with_data: bool,
     init_containers: list[dict[str, Any]],
     context: RenderContext,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     with_gcs = bool(ts.spec.artifacts.gcs and ts.spec.artifacts.gcs.service_account_key) and any(
         e["name"] == "GOOGLE_APPLICATION_CREDENTIALS" for e in env
@@ -66,7 +68,7 @@ def _deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": naming.object_meta(ts, name, component),
+        "metadata": naming.object_meta(ts, name, component, annotations=annotations),
         "spec": spec,
     }
 
@@ -80,6 +82,7 @@ def tracking_deployment(ts: TrackingServer, context: RenderContext) -> dict[str,
     return _deployment(
         ts, naming.tracking_name(ts), naming.TRACKING, replicas, environment.tracking_env(ts),
         resources, with_data, _init_containers(ts, resources, with_data), context,
+        annotations=data_locations_annotation(ts),
     )
 
 

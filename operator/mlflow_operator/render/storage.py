@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import json
+
 from ..api import TrackingServer
-from ..constants import RETENTION_ANNOTATION
+from ..api import derived as d
+from ..constants import DATA_LOCATIONS_ANNOTATION, RETENTION_ANNOTATION
 from . import naming
 
 
@@ -30,3 +33,25 @@ def volume_claim(ts: TrackingServer) -> dict[str, Any]:
         ),
         "spec": spec,
     }
+
+
+def data_locations(ts: TrackingServer) -> dict[str, str]:
+    """Where this spec keeps runs and artifacts, in words (no URI from a Secret, only its reference).
+    Recorded on the tracking Deployment, so the operator can tell when a spec change points the
+    server at other stores, which it never copies data into."""
+    spec = ts.spec
+    out: dict[str, str] = {}
+    backend = d.backend_type(spec)
+    if backend in ("SQLite", "FileStore"):
+        out["backendStore"] = f"{backend} on PersistentVolumeClaim {naming.volume_claim_name(ts)}"
+    elif backend == "Database":
+        ref = spec.backend_store.uri.secret_key_ref
+        out["backendStore"] = f"the database in Secret {ref.name} key {ref.key}"
+    artifacts = spec.artifacts.default_artifact_root if spec.artifacts.mode == "Direct" else d.artifacts_destination(spec)
+    if artifacts:
+        out["artifacts"] = artifacts if "://" in artifacts else f"{artifacts} on PersistentVolumeClaim {naming.volume_claim_name(ts)}"
+    return out
+
+
+def data_locations_annotation(ts: TrackingServer) -> dict[str, str]:
+    return {DATA_LOCATIONS_ANNOTATION: json.dumps(data_locations(ts), sort_keys=True)}
