@@ -361,3 +361,31 @@ def test_a_deleted_servers_metrics_series_go(cluster, operator, namespace):
     cluster.kubectl("delete", "trackingserver", name, "-n", namespace, "--wait=true", "--timeout=60s")
     wait_for("the series of the deleted TrackingServer to go", lambda: not series(), timeout=30,
              explain=lambda: "\n".join(series()))
+
+
+# ---- finding 13: handing replicas over to an HPA keeps the current count ----------------------------
+
+def test_hpa_hand_over_keeps_the_replica_count(cluster, operator, namespace, database_listener):
+    ts = load_example("04-remote-direct.yaml", namespace)
+    ts["spec"]["replicas"] = 3
+    ts["spec"].pop("autoscaling", None)
+    create_referenced_secrets(cluster, ts, database_listener)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    assert get_json(cluster, "deployment", name, "-n", namespace)["spec"]["replicas"] == 3
+
+    patch_ts(cluster, namespace, name, {"spec": {"replicas": None, "autoscaling": {"minReplicas": 2, "maxReplicas": 6}}})
+    seen = []
+
+    def settled() -> bool:
+        seen.append(get_json(cluster, "deployment", name, "-n", namespace)["spec"].get("replicas"))
+        live = get_json(cluster, "trackingserver", name, "-n", namespace)
+        return bool(get_json(cluster, "hpa", name, "-n", namespace)) and live["status"].get("observedGeneration") == live["metadata"]["generation"]
+
+    wait_for("the HPA and a pass on the new generation", settled, timeout=60, interval=0.2)
+    deadline = time.monotonic() + 8  # a few more passes (resync is 5 s in the tests)
+    while time.monotonic() < deadline:
+        seen.append(get_json(cluster, "deployment", name, "-n", namespace)["spec"].get("replicas"))
+        time.sleep(0.3)
+    assert min(seen) == 3, f"the Deployment's replicas dipped during the hand-over: {seen}"

@@ -51,7 +51,7 @@ def resource(api_version: str, kind: str):
         return None
 
 
-def apply(manifest: dict) -> dict:
+def apply(manifest: dict, field_manager: str = FIELD_MANAGER) -> dict:
     """Server-side apply; the operator owns every field it renders and takes them back from hand edits."""
     res = resource(manifest["apiVersion"], manifest["kind"])
     if res is None:
@@ -60,7 +60,7 @@ def apply(manifest: dict) -> dict:
         res,
         body=manifest,
         namespace=manifest["metadata"].get("namespace"),
-        field_manager=FIELD_MANAGER,
+        field_manager=field_manager,
         force_conflicts=True,
     )
     return result.to_dict()

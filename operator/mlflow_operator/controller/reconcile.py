@@ -198,6 +198,33 @@ def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
     return conditions
 
 
+REPLICAS_HANDOVER_MANAGER = "mlflow-operator-replicas-handover"
+
+
+def _applies_replicas(live: dict[str, Any]) -> bool:
+    for entry in live["metadata"].get("managedFields") or []:
+        if entry.get("manager") == kube.FIELD_MANAGER and entry.get("operation") == "Apply":
+            if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+                return True
+    return False
+
+
+def hand_over_replicas(manifest: dict[str, Any]) -> None:
+    """A Deployment rendered without `replicas` (an HPA scales it now): if the operator's apply still
+    owns the field, dropping it from the apply would reset the Deployment to 1 replica. A second field
+    manager first takes the current count (the documented ownership transfer), so the field outlives
+    the operator's apply at its current value, until the HPA changes it."""
+    if "replicas" in manifest["spec"]:
+        return
+    meta = manifest["metadata"]
+    live = kube.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+    if live is None or not _applies_replicas(live):
+        return
+    kube.apply({"apiVersion": manifest["apiVersion"], "kind": manifest["kind"],
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "spec": {"replicas": live["spec"].get("replicas", 1)}}, field_manager=REPLICAS_HANDOVER_MANAGER)
+
+
 def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
     """Deletes owned children of prunable kinds that are not in the rendered list."""
     wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests}
@@ -243,6 +270,7 @@ def reconcile(body: dict[str, Any], emit: EventFn,
             observed += apply_children([m for m in manifests if m["kind"] not in HELD_BACK_NEVER])
             for manifest in manifests:
                 if manifest["kind"] == "Deployment":
+                    hand_over_replicas(manifest)
                     kube.apply(manifest)
                     metrics.APPLIED_OBJECTS.labels("Deployment").inc()
             for gone in prune(ts, manifests):
