@@ -71,7 +71,8 @@ class TrackingServerStatus(ApiModel):
         default=None, description="Where clients reach the server (MLFLOW_TRACKING_URI)."
     )
     mlflow_version: str | None = Field(
-        default=None, description="MLflow version the running server reports (/version)."
+        default=None,
+        description="Version label (image tag) of the tracking pods that serve now; lags spec.image while a migration runs.",
     )
     mode: str | None = Field(
         default=None, description="Artifact mode in effect: Proxied, Direct, Split or ArtifactsOnly."
