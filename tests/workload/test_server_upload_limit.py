@@ -134,3 +134,34 @@ def test_zero_means_unlimited(server_venv, postgres, _migrated_template, tmp_pat
             assert len(requests.get(srv.url + path, timeout=60).content) == len(payload)
     finally:
         srv.stop()
+
+
+STOCK_CLIENT = r"""
+import os, mlflow
+with open("big.bin", "wb") as fh:
+    fh.write(os.urandom(int(os.environ["SIZE"])))
+with open("small.txt", "w") as fh:
+    fh.write("within the limit")
+with mlflow.start_run() as run:
+    mlflow.log_artifact("small.txt")
+    try:
+        mlflow.log_artifact("big.bin")
+    except Exception as exc:
+        print("REFUSED", type(exc).__name__, str(exc)[:500].replace("\n", " "))
+    else:
+        print("STORED")
+print("RUN", run.info.run_id)
+"""
+
+
+def test_the_stock_client_is_told_why(limited, client):
+    """mlflow.log_artifact over the limit fails at once with the server's reason (no retries: 413
+    is not a status MLflow's client retries), and the run keeps what was within the limit."""
+    before = stored_files(limited.store)
+    res = client(STOCK_CLIENT, {"MLFLOW_TRACKING_URI": limited.url, "SIZE": str(2 * LIMIT)}, timeout=300)
+    lines = res.stdout.strip().splitlines()
+    refused = next(line for line in lines if line.startswith(("REFUSED", "STORED")))
+    assert refused.startswith("REFUSED") and "413" in refused, res.stdout + res.stderr[-2000:]
+    after = stored_files(limited.store)
+    added = {k: v for k, v in after.items() if k not in before}
+    assert [k.rsplit("/", 1)[-1] for k in added] == ["small.txt"], added
