@@ -16,9 +16,9 @@ import yaml
 
 from . import __version__, yamlio
 from .api import InvalidTrackingServer, load_trackingserver
-from .constants import API_VERSION, KIND, MLFLOW_VERSION
+from .constants import API_VERSION, DEFAULT_CLUSTER_DOMAIN, DEFAULT_IMAGE, KIND, MLFLOW_VERSION
 from .crd import crd_yaml, write_crd
-from .render import render, required_generated_secrets
+from .render import RenderContext, render, required_generated_secrets
 
 EXIT_INVALID = 1
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
@@ -100,13 +100,14 @@ def _trackingservers(path: str, documents: list[Any], namespace: str | None, err
     return found
 
 
-def _render_file(path: str, namespace: str | None, stdin: TextIO, err: TextIO) -> list[tuple[Any, list]]:
+def _render_file(path: str, namespace: str | None, context: RenderContext, stdin: TextIO,
+                 err: TextIO) -> list[tuple[Any, list]]:
     rendered = []
     for doc in _trackingservers(path, _read_documents(path, stdin), namespace, err):
         name = (doc.get("metadata") or {}).get("name", "?")
         try:
             ts = load_trackingserver(doc)
-            manifests = render(ts)
+            manifests = render(ts, context)
         except InvalidTrackingServer as exc:
             details = "\n".join(f"  {e}" for e in exc.errors)
             raise CliError(f"{path}: {KIND} {name!r} is invalid:\n{details}") from None
@@ -124,9 +125,10 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO
     """Every file is read and checked before anything is printed: a review never sees half a result."""
     rendered, errors = [], []
     files = _expand_paths(args.file, args.recursive)
+    context = RenderContext(default_image=args.default_image, cluster_domain=args.cluster_domain)
     for path in files:
         try:
-            rendered += _render_file(path, args.namespace, stdin, err)
+            rendered += _render_file(path, args.namespace, context, stdin, err)
         except CliError as exc:
             errors.append(str(exc))
     if errors:
@@ -164,6 +166,9 @@ def parser() -> argparse.ArgumentParser:
                    help="YAML file with one or more TrackingServers, a directory of them, or '-' for stdin (repeatable)")
     r.add_argument("-R", "--recursive", action="store_true", help="also read the subdirectories of a directory")
     r.add_argument("-n", "--namespace", help="namespace for TrackingServers that do not name one (default: default)")
+    r.add_argument("--default-image", default=DEFAULT_IMAGE,
+                   help="as the operator's --default-image: the image of a TrackingServer without spec.image")
+    r.add_argument("--cluster-domain", default=DEFAULT_CLUSTER_DOMAIN, help="as the operator's --cluster-domain")
     r.set_defaults(func=cmd_render)
     c = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it into a directory")
     c.add_argument("-o", "--output", metavar="DIR", help="write DIR/<crd name>.yaml instead of printing")

@@ -5,6 +5,8 @@
 MLFLOW_VERSION = "3.18.0"
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/mlflow-operator/mlflow-server"
 DEFAULT_IMAGE = f"{DEFAULT_IMAGE_REPOSITORY}:{MLFLOW_VERSION}"
+# Kubernetes' default DNS domain; the operator's --cluster-domain names another one.
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
 GROUP = "mlflow-operator.dev"
 VERSION = "v1alpha1"

@@ -188,3 +188,14 @@ def test_a_missing_namespace_is_said_to_become_default():
     assert "TrackingServer 'team' names no namespace; rendered in namespace 'default'" in err
     assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(out)} == {"default"}
     assert "names no namespace" not in run("render", "-f", "-", stdin=yaml.safe_dump(make({})))[2]
+
+
+def test_render_takes_the_operators_default_image_and_cluster_domain():
+    code, out, err = run("render", "-f", str(EXAMPLES / "02-sqlite.yaml"), "--default-image", "mirror.corp/mlflow:3.18.0",
+                         "--cluster-domain", "corp.internal")
+    assert code == 0, err
+    deploy = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
+    server = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert server["image"] == "mirror.corp/mlflow:3.18.0"
+    hosts = next(e["value"] for e in server["env"] if e["name"] == "MLFLOW_OPERATOR_ALLOWED_HOSTS").split(",")
+    assert "quickstart.ml-sandbox.svc.corp.internal" in hosts

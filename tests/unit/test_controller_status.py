@@ -207,3 +207,16 @@ def test_volume_claims_only_grow():
     assert size_decision(_claim("1Ti"), _claim("900Gi"))[0] is True
     grow, cond = size_decision(_claim("20Gi"), _claim("20Gi", "10Gi"))
     assert not grow and cond.reason == "ExpansionInProgress"
+
+
+def test_cluster_domain_is_read_from_the_pods_dns_search_path(tmp_path):
+    from mlflow_operator.controller.main import cluster_domain
+
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("search mlflow-operator-system.svc.corp.internal svc.corp.internal corp.internal\n"
+                      "nameserver 10.96.0.10\noptions ndots:5\n")
+    assert cluster_domain(None, resolv) == "corp.internal"
+    assert cluster_domain("other.domain.", resolv) == "other.domain"  # the flag wins
+    resolv.write_text("search example.com\nnameserver 192.0.2.1\n")  # not in a pod: the default
+    assert cluster_domain(None, resolv) == "cluster.local"
+    assert cluster_domain(None, tmp_path / "missing") == "cluster.local"

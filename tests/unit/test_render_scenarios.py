@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
 
 import pytest
 from mlflow_operator.constants import CONFIG_HASH_ANNOTATION, DEFAULT_IMAGE
@@ -96,15 +97,14 @@ def test_server_container_contract():
         "capabilities": {"drop": ["ALL"]},
     }
     e = env(server)
-    assert e["POD_IP"] == ("field", "status.podIP")
+    # Prometheus scrapes pod IPs: the entrypoint allows the pod's own, bracketing IPv6 ones
+    assert e["MLFLOW_OPERATOR_POD_IPS"] == ("field", "status.podIPs")
     hosts = e["MLFLOW_OPERATOR_ALLOWED_HOSTS"].split(",")
     for host in ("quickstart", "quickstart.ml-sandbox", "quickstart.ml-sandbox.svc",
                  "quickstart.ml-sandbox.svc.cluster.local"):
         assert host in hosts and f"{host}:5000" in hosts
     assert {"localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"} <= set(hosts)  # port-forward to any local port
-    assert "$(POD_IP):5000" in hosts  # Prometheus scrapes the pod IP
-    names = [x["name"] for x in server["env"]]
-    assert names.index("POD_IP") < names.index("MLFLOW_OPERATOR_ALLOWED_HOSTS")  # expansion order
+    assert "$(" not in e["MLFLOW_OPERATOR_ALLOWED_HOSTS"]  # nothing left for the kubelet to expand
 
 
 # --- 3. dedicated server, local artifacts, Ingress --------------------------------------------
@@ -428,6 +428,7 @@ def test_pod_overrides_reach_the_pods_without_touching_operator_fields():
 def test_overrides_of_hosts_and_origins_replace_the_derived_lists():
     e = env(container(one(render(make(VALID_SPECS["metrics-networkpolicy"])), "Deployment")))
     assert e["MLFLOW_OPERATOR_ALLOWED_HOSTS"] == "*"
+    assert "MLFLOW_OPERATOR_POD_IPS" not in e  # the spec's list is taken as written
     assert e["MLFLOW_OPERATOR_CORS_ALLOWED_ORIGINS"] == "https://nb.example.com"
 
 
@@ -441,3 +442,37 @@ def test_unlimited_upload_size_and_service_settings():
     account = one(out, "ServiceAccount")
     assert account["automountServiceAccountToken"] is False
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:")
+
+
+def _allowed(hosts: list[str], host: str) -> bool:
+    """MLflow's matching (mlflow.server.security_utils): fnmatch for a pattern, equality otherwise."""
+    return any(fnmatch.fnmatchcase(host, h) if "*" in h else host == h for h in hosts)
+
+
+@pytest.mark.parametrize("host, allowed", [
+    ("localhost:5000", True), ("localhost:8080", True), ("localhost:49152", True), ("localhost", True),
+    ("127.0.0.1:31337", True), ("[::1]:8080", True), ("[::1]", True),
+    ("10.96.0.15:5000", True), ("172.20.4.1:5000", True), ("192.168.49.2:30080", True),  # ClusterIPs, pods
+    ("[fd00:10:96::a]:5000", True), ("[fc12:3456::1]:5000", True),
+    ("quickstart.ml-sandbox.svc.cluster.local:5000", True),
+    ("172.32.0.1:5000", False), ("8.8.8.8:5000", False), ("[2001:db8::1]:5000", False), ("[fc::1]:5000", False),
+    ("evil.example:5000", False), ("localhost.evil.example", False), ("quickstart.ml-sandbox.svc.evil:5000", False),
+])
+def test_default_allowed_hosts_take_port_forwards_and_private_addresses_like_stock_mlflow(host, allowed):
+    hosts = env(container(one(render(load_example("02-sqlite.yaml")), "Deployment")))["MLFLOW_OPERATOR_ALLOWED_HOSTS"]
+    assert _allowed(hosts.split(","), host) is allowed
+
+
+def test_cluster_domain_and_default_image_come_from_the_operator():
+    ts = load_example("02-sqlite.yaml")
+    out = render(ts, RenderContext(cluster_domain="corp.internal", default_image="mirror.corp/mlflow-server:3.18.0"))
+    deploy = one(out, "Deployment")
+    hosts = env(container(deploy))["MLFLOW_OPERATOR_ALLOWED_HOSTS"].split(",")
+    assert "quickstart.ml-sandbox.svc.corp.internal:5000" in hosts
+    assert not any("cluster.local" in h for h in hosts)
+    assert container(deploy)["image"] == "mirror.corp/mlflow-server:3.18.0"
+    assert deploy["metadata"]["labels"]["app.kubernetes.io/version"] == "3.18.0"
+    # a spec's own image wins over the operator's default
+    pinned = make({"image": "registry.example.com/mlflow-server:3.17.2"})
+    assert container(one(render(pinned, RenderContext(default_image="mirror.corp/x:1")), "Deployment"))["image"] == \
+        "registry.example.com/mlflow-server:3.17.2"

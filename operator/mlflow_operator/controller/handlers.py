@@ -16,7 +16,7 @@ import kopf
 
 from ..api import InvalidTrackingServer
 from ..constants import GROUP, PLURAL, VERSION
-from ..render import render
+from ..render import RenderContext, render
 from . import kube, metrics
 from .reconcile import load, reconcile, secret_key_refs
 from .stores import probe_stores
@@ -61,6 +61,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.generations = {}
     if "resync" not in memo:
         memo.resync = 60.0
+    if "render_base" not in memo:
+        memo.render_base = RenderContext()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
@@ -75,7 +77,7 @@ async def keep_reconciled(body: kopf.Body, name: str, namespace: str, stopped: k
             delay = memo.resync
             try:
                 with metrics.timed_reconcile(namespace, name):
-                    result = await asyncio.to_thread(run_pass, snapshot, logger)
+                    result = await asyncio.to_thread(run_pass, snapshot, logger, memo.render_base)
                 failures = 0
                 if result is not None and result.requeue_after:
                     delay = min(delay, result.requeue_after)
@@ -99,13 +101,13 @@ async def keep_reconciled(body: kopf.Body, name: str, namespace: str, stopped: k
         metrics.forget(namespace, name)
 
 
-def run_pass(body: dict[str, Any], logger: logging.Logger):
+def run_pass(body: dict[str, Any], logger: logging.Logger, render_base: RenderContext | None = None):
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
         # k8s_skip: the event is posted above; Kopf's log poster would post a Warning a second time.
         (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message, extra={"k8s_skip": True})
 
-    result = reconcile(body, emit, probes=probe_stores)
+    result = reconcile(body, emit, probes=probe_stores, render_base=render_base or RenderContext())
     current = body.get("status") or {}
     if any(current.get(k) != v for k, v in result.status.items()):
         kube.patch_status(f"{GROUP}/{VERSION}", "TrackingServer", body["metadata"]["namespace"], body["metadata"]["name"], result.status)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from kubernetes.client.exceptions import ApiException
@@ -241,8 +241,10 @@ def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
 # ---- the pass ---------------------------------------------------------------------------------
 
 def reconcile(body: dict[str, Any], emit: EventFn,
-              probes: Callable[[TrackingServer, SecretReader], list[Probe | None]] | None = None) -> PassResult:
-    """One pass. Returns the status to write; raises only for unexpected API errors."""
+              probes: Callable[[TrackingServer, SecretReader], list[Probe | None]] | None = None,
+              render_base: RenderContext = RenderContext()) -> PassResult:
+    """One pass. Returns the status to write; raises only for unexpected API errors.
+    `render_base` carries the operator's settings (default image, cluster domain)."""
     ts = load(body)
     generation = body["metadata"].get("generation", 0)
     previous = (body.get("status") or {}).get("conditions") or []
@@ -253,9 +255,9 @@ def reconcile(body: dict[str, Any], emit: EventFn,
     secrets = SecretReader(ts.namespace)
     try:
         fresh = ensure_generated_secrets(ts)
-        refs = secret_key_refs(render(ts, RenderContext(generated_secrets=fresh)))
+        refs = secret_key_refs(render(ts, replace(render_base, generated_secrets=fresh)))
         hashes = read_referenced_secrets(refs, fresh, secrets)
-        manifests = render(ts, RenderContext(generated_secrets=fresh, secret_hashes=hashes))
+        manifests = render(ts, replace(render_base, generated_secrets=fresh, secret_hashes=hashes))
         for name in fresh:
             emit("Normal", "SecretGenerated", f"Generated Secret {name} (kept across restarts and re-creation)")
         # Data first, and its retention before anything that can fail: a policy change must reach

@@ -36,13 +36,21 @@ def _with_generated_hashes(context: RenderContext) -> RenderContext:
     return replace(context, secret_hashes=hashes)
 
 
+def _with_default_image(ts: TrackingServer, image: str) -> TrackingServer:
+    """The operator's default image stands in for a spec that names none (in this copy only: the
+    object keeps following the operator's setting)."""
+    if ts.spec.image is not None:
+        return ts
+    return ts.model_copy(update={"spec": ts.spec.model_copy(update={"image": image})})
+
+
 def render(trackingserver: TrackingServer | dict[str, Any], context: RenderContext | None = None) -> list[Manifest]:
     """The children of a TrackingServer, in the order they should be applied.
 
     Raises InvalidTrackingServer (naming each bad field) for a spec the API server would refuse.
     """
-    ts = load_trackingserver(trackingserver)
     context = _with_generated_hashes(context or RenderContext())
+    ts = _with_default_image(load_trackingserver(trackingserver), context.default_image)
     spec = ts.spec
     out: list[Manifest] = [service_account(ts)]
     out += generated_secret_manifests(ts, context)

@@ -5,6 +5,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..constants import DEFAULT_CLUSTER_DOMAIN, DEFAULT_IMAGE
+
 
 @dataclass(frozen=True)
 class RenderContext:
@@ -19,10 +21,17 @@ class RenderContext:
         Secrets and generated ones), keyed by Secret name. They feed the pods' config-hash
         annotation, so changing a Secret's data rolls the pods. A missing entry counts as
         unknown (the CLI renders without a cluster).
+    default_image: the server image of a TrackingServer without spec.image (the operator's
+        --default-image: a mirror's copy in an air-gapped cluster). Left out of the spec, the
+        image follows the operator's setting, and so its upgrades.
+    cluster_domain: the cluster's DNS domain (the operator's --cluster-domain), for the Services'
+        fully qualified names among the allowed Host headers.
     """
 
     generated_secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     secret_hashes: Mapping[str, str] = field(default_factory=dict)
+    default_image: str = DEFAULT_IMAGE
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 def secret_data_hash(data: Mapping[str, str | bytes]) -> str:

@@ -80,7 +80,7 @@ def tracking_deployment(ts: TrackingServer, context: RenderContext) -> dict[str,
     # While an HPA owns the replica count, leave `replicas` out so applying never fights it.
     replicas = None if spec.autoscaling else spec.replicas
     return _deployment(
-        ts, naming.tracking_name(ts), naming.TRACKING, replicas, environment.tracking_env(ts),
+        ts, naming.tracking_name(ts), naming.TRACKING, replicas, environment.tracking_env(ts, context.cluster_domain),
         resources, with_data, _init_containers(ts, resources, with_data), context,
         annotations=data_locations_annotation(ts),
     )
@@ -92,5 +92,5 @@ def artifacts_deployment(ts: TrackingServer, context: RenderContext) -> dict[str
     # No init containers: no backend store here, and Split mode keeps the auth database outside.
     return _deployment(
         ts, naming.artifacts_name(ts), naming.ARTIFACTS, d.artifacts_pod_replicas(spec),
-        environment.artifacts_env(ts), resources, d.artifacts_pods_need_volume(spec), [], context,
+        environment.artifacts_env(ts, context.cluster_domain), resources, d.artifacts_pods_need_volume(spec), [], context,
     )

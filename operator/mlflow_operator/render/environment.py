@@ -12,6 +12,7 @@ from ..api import derived as d
 from ..api.base import SecretValue
 from ..constants import (
     ARTIFACT_PROXY_API,
+    DEFAULT_CLUSTER_DOMAIN,
     EMBEDDED_AUTH_DB_URI,
     EMBEDDED_FILE_STORE_URI,
     EMBEDDED_SQLITE_URI,
@@ -24,7 +25,7 @@ from .secrets import ADMIN_PASSWORD_KEY, ADMIN_USERNAME_KEY, FLASK_SECRET_KEY
 
 GCS_CREDENTIALS_DIR = "/var/run/secrets/mlflow-operator/gcs"
 GCS_CREDENTIALS_FILE = "credentials.json"
-POD_IP = "POD_IP"
+POD_IPS = "MLFLOW_OPERATOR_POD_IPS"
 
 Env = list[dict[str, Any]]
 
@@ -46,12 +47,19 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def allowed_hosts(ts: TrackingServer) -> list[str]:
-    """Host headers the server accepts (MLflow's DNS-rebinding protection; /health is exempt).
+# Host headers of the loopback addresses on any port (a `kubectl port-forward` picks its local port),
+# and of the private IPv4 and IPv6 (fc00::/7) ranges that ClusterIPs and pod IPs come from, as stock
+# `mlflow server` allows by default. An IP literal is no DNS-rebinding vector: that attack needs a
+# name. `[` starts a character class in MLflow's fnmatch patterns, so a literal one is `[[]`.
+LOOPBACK_HOSTS = ("localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[[]::1]:*")
+PRIVATE_ADDRESS_HOSTS = ("10.*", *(f"172.{i}.*" for i in range(16, 32)), "192.168.*", "[[]f[cd][0-9a-f][0-9a-f]:*")
 
-    $(POD_IP) is expanded by the kubelet from the POD_IP variable defined before it, so that
-    Prometheus, which scrapes pod IPs, is accepted too.
-    """
+
+def allowed_hosts(ts: TrackingServer, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> list[str]:
+    """Host headers the server accepts (MLflow's DNS-rebinding protection; /health is exempt):
+    the exposed hosts, every DNS name of the Services (with the cluster's domain), loopback on any
+    port and private addresses. The pod's own addresses, private or not, are added by the
+    entrypoint from MLFLOW_OPERATOR_POD_IPS (see `pod_ips_env`)."""
     if ts.spec.http.allowed_hosts is not None:
         return list(ts.spec.http.allowed_hosts)
     services = [naming.tracking_name(ts)]
@@ -60,14 +68,18 @@ def allowed_hosts(ts: TrackingServer) -> list[str]:
     names = naming.exposure_hosts(ts)
     for service in services:
         for dns in (service, f"{service}.{ts.namespace}", naming.service_host(ts, service),
-                    f"{naming.service_host(ts, service)}.cluster.local"):
+                    f"{naming.service_host(ts, service)}.{cluster_domain}"):
             names += [dns, f"{dns}:{HTTP_PORT}"]
-    # `kubectl port-forward svc/<name> 8080:5000` (any local port) sends Host: localhost:8080. A
-    # loopback name on any port, as MLflow's own defaults allow, opens nothing to DNS rebinding:
-    # a rebinding page sends its own host name.
-    names += ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"]
-    names += [f"$({POD_IP})", f"$({POD_IP}):{HTTP_PORT}"]
-    return _unique(names)
+    return _unique(names + list(LOOPBACK_HOSTS) + list(PRIVATE_ADDRESS_HOSTS))
+
+
+def pod_ips_env(ts: TrackingServer) -> Env:
+    """The pod's IPs for the entrypoint, which allows each as a Host header in the right form
+    (`[fd00::5]:5000`; the kubelet's $(POD_IP) expansion cannot add brackets). Only with the
+    derived list: a spec's own allowedHosts is taken as written."""
+    if ts.spec.http.allowed_hosts is not None:
+        return []
+    return [{"name": POD_IPS, "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}}]
 
 
 def cors_allowed_origins(ts: TrackingServer) -> list[str]:
@@ -163,7 +175,6 @@ def byte_count(quantity: str) -> int:
 def _common_server_env(ts: TrackingServer, role: str) -> Env:
     spec = ts.spec
     return [
-        {"name": POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         value("MLFLOW_OPERATOR_ROLE", role),
         value("MLFLOW_OPERATOR_HOST", "0.0.0.0"),
         value("MLFLOW_OPERATOR_PORT", str(HTTP_PORT)),
@@ -176,8 +187,8 @@ def _common_server_env(ts: TrackingServer, role: str) -> Env:
     ]
 
 
-def _network_env(ts: TrackingServer) -> Env:
-    env = [value("MLFLOW_OPERATOR_ALLOWED_HOSTS", ",".join(allowed_hosts(ts)))]
+def _network_env(ts: TrackingServer, cluster_domain: str) -> Env:
+    env = [value("MLFLOW_OPERATOR_ALLOWED_HOSTS", ",".join(allowed_hosts(ts, cluster_domain))), *pod_ips_env(ts)]
     origins = cors_allowed_origins(ts)
     if origins:
         env.append(value("MLFLOW_OPERATOR_CORS_ALLOWED_ORIGINS", ",".join(origins)))
@@ -198,12 +209,12 @@ def split_destination(ts: TrackingServer) -> str:
     return f"http://{host}:{HTTP_PORT}{ARTIFACT_PROXY_API}"
 
 
-def tracking_env(ts: TrackingServer) -> Env:
+def tracking_env(ts: TrackingServer, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> Env:
     """The main Deployment's server container (role `artifacts` in ArtifactsOnly mode)."""
     spec = ts.spec
     mode = spec.artifacts.mode
     if mode == "ArtifactsOnly":
-        return artifacts_env(ts)
+        return artifacts_env(ts, cluster_domain)
     env = _common_server_env(ts, "tracking") + _backend_env(ts)
     if mode == "Direct":
         env += [
@@ -220,19 +231,19 @@ def tracking_env(ts: TrackingServer) -> Env:
             value("MLFLOW_OPERATOR_SERVE_ARTIFACTS", "true"),
             value("MLFLOW_OPERATOR_ARTIFACTS_DESTINATION", d.artifacts_destination(spec)),
         ]
-    env += _network_env(ts) + _auth_env(ts)
+    env += _network_env(ts, cluster_domain) + _auth_env(ts)
     if mode != "Split":  # Direct too: the web UI reads artifacts through the server
         env += storage_credentials_env(ts)
     return env + _extra_env(ts)
 
 
-def artifacts_env(ts: TrackingServer) -> Env:
+def artifacts_env(ts: TrackingServer, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> Env:
     """An artifacts-only server (`--artifacts-only`): no backend store, holds the credentials."""
     env = _common_server_env(ts, "artifacts") + [
         value("MLFLOW_OPERATOR_SERVE_ARTIFACTS", "true"),
         value("MLFLOW_OPERATOR_ARTIFACTS_DESTINATION", d.artifacts_destination(ts.spec)),
     ]
-    return env + _network_env(ts) + _auth_env(ts) + storage_credentials_env(ts) + _extra_env(ts)
+    return env + _network_env(ts, cluster_domain) + _auth_env(ts) + storage_credentials_env(ts) + _extra_env(ts)
 
 
 def backend_wait_env(ts: TrackingServer) -> Env:

@@ -14,6 +14,7 @@ as a file path in ``<NAME>_FILE`` (a Secret mounted as a file); giving both is a
 | MLFLOW_OPERATOR_HOST / MLFLOW_OPERATOR_PORT | listen address (default 0.0.0.0 / 5000) |
 | MLFLOW_OPERATOR_WORKERS | uvicorn workers (default 2) |
 | MLFLOW_OPERATOR_ALLOWED_HOSTS | comma list for ``--allowed-hosts`` |
+| MLFLOW_OPERATOR_POD_IPS | the pod's IPs (``status.podIPs``, comma list): each is allowed as a Host, IPv6 in brackets, with and without the port |
 | MLFLOW_OPERATOR_CORS_ALLOWED_ORIGINS | comma list for ``--cors-allowed-origins`` |
 | MLFLOW_OPERATOR_AUTH | ``none`` (default) or ``basic`` |
 | MLFLOW_OPERATOR_AUTH_DATABASE_URI | basic-auth DB URI |
@@ -30,6 +31,7 @@ as a file path in ``<NAME>_FILE`` (a Secret mounted as a file); giving both is a
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,7 @@ class Settings:
     port: int = 5000
     workers: int = 2
     allowed_hosts: str | None = None
+    pod_ips: list[str] = field(default_factory=list)
     cors_allowed_origins: str | None = None
     auth: str = "none"
     auth_database_uri: str | None = None
@@ -201,6 +204,24 @@ def _check_artifact_uri(name: str, uri: str, problems: list[str]) -> None:
         )
 
 
+def _addresses(name: str, raw: str | None, problems: list[str]) -> list[str]:
+    out = []
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            out.append(str(ipaddress.ip_address(item.strip())))
+        except ValueError:
+            problems.append(f"{name}: {item.strip()!r} is not an IP address")
+    return out
+
+
+def host_header_forms(address: str, port: int) -> list[str]:
+    """How a client writes an address in a Host header (RFC 3986: an IPv6 literal in brackets)."""
+    host = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+    return [host, f"{host}:{port}"]
+
+
 def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Settings:
     """Read and validate the env contract. Raises ConfigError listing every problem found.
 
@@ -233,6 +254,7 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     s.port = _int(PREFIX + "PORT", get("PORT"), s.port, problems, 1, 65535)
     s.workers = _int(PREFIX + "WORKERS", get("WORKERS"), s.workers, problems, 1, 64)
     s.allowed_hosts = get("ALLOWED_HOSTS")
+    s.pod_ips = _addresses(PREFIX + "POD_IPS", get("POD_IPS"), problems)
     s.cors_allowed_origins = get("CORS_ALLOWED_ORIGINS")
     s.auth = (get("AUTH") or "none").strip().lower()
     s.admin_username = get("ADMIN_USERNAME")

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from . import asgi, db, launch
-from .config import PREFIX, SECRET_KEY_VAR, Settings
+from .config import PREFIX, SECRET_KEY_VAR, Settings, host_header_forms
 
 log = logging.getLogger("mlflow_entrypoint")
 
@@ -97,6 +97,15 @@ def write_auth_config(s: Settings) -> Path:
     return path
 
 
+def allowed_hosts_of(s: Settings) -> str | None:
+    """MLFLOW_OPERATOR_ALLOWED_HOSTS plus the pod's own addresses. The operator cannot write those
+    itself: the kubelet's $(POD_IP) gives a bare IPv6 address, and `fd00::1:5000` is not a Host."""
+    if not s.pod_ips:
+        return s.allowed_hosts
+    listed = [h for h in (s.allowed_hosts or "").split(",") if h]
+    return ",".join(dict.fromkeys(listed + [f for ip in s.pod_ips for f in host_header_forms(ip, s.port)]))
+
+
 def build(s: Settings, environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow server`` argv and environment for the settings (no side effects)."""
     environ = dict(os.environ if environ is None else environ)
@@ -132,8 +141,9 @@ def build(s: Settings, environ: dict[str, str] | None = None) -> tuple[list[str]
                 argv += ["--default-artifact-root", s.default_artifact_root]
         else:
             argv += ["--no-serve-artifacts", "--default-artifact-root", s.default_artifact_root]
-    if s.allowed_hosts:
-        argv += ["--allowed-hosts", s.allowed_hosts]
+    allowed_hosts = allowed_hosts_of(s)
+    if allowed_hosts:
+        argv += ["--allowed-hosts", allowed_hosts]
     if s.cors_allowed_origins:
         argv += ["--cors-allowed-origins", s.cors_allowed_origins]
     if s.expose_prometheus:
@@ -191,7 +201,7 @@ def serve(s: Settings) -> None:
         ("proxied to " + s.artifacts_destination) if s.serve_artifacts else ("direct to " + str(s.default_artifact_root)),
         s.auth, s.host, s.port,
     )
-    if s.host in ("0.0.0.0", "::") and not s.allowed_hosts:
+    if s.host in ("0.0.0.0", "::") and not allowed_hosts_of(s):
         log.warning(
             "MLFLOW_OPERATOR_ALLOWED_HOSTS is empty: MLflow then answers 403 'Invalid Host header' to "
             "every request whose Host is not localhost, while /health keeps answering 200"
