@@ -234,6 +234,7 @@ class StaticProvisioner:
 
         self.cluster, self.root = cluster, root
         self.stopped = threading.Event()
+        self.on_hold = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="static-provisioner", daemon=True)
         self.errors: list[str] = []
 
@@ -245,11 +246,26 @@ class StaticProvisioner:
         self.stopped.set()
         self.thread.join(timeout=10)
 
+    def hold(self):
+        """While held, claims stay Pending: a cluster without a provisioner or a default StorageClass."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            self.on_hold.set()
+            try:
+                yield self
+            finally:
+                self.on_hold.clear()
+        return held()
+
     def _loop(self) -> None:
         from kubernetes import client
 
         core = client.CoreV1Api(self.cluster.api_client())
         while not self.stopped.wait(0.5):
+            if self.on_hold.is_set():
+                continue
             try:
                 for pvc in core.list_persistent_volume_claim_for_all_namespaces().items:
                     if pvc.status.phase == "Pending" and not pvc.spec.volume_name and not pvc.metadata.deletion_timestamp:

@@ -220,3 +220,114 @@ def test_cluster_domain_is_read_from_the_pods_dns_search_path(tmp_path):
     resolv.write_text("search example.com\nnameserver 192.0.2.1\n")  # not in a pod: the default
     assert cluster_domain(None, resolv) == "cluster.local"
     assert cluster_domain(None, tmp_path / "missing") == "cluster.local"
+
+
+def test_progressing_is_complete_only_when_every_pod_serves():
+    from mlflow_operator.controller.observe import PodProblem
+
+    missing = progressing({"tracking": rollout_of(None, "ts")}, None)
+    assert (missing.status, missing.reason) == (True, "Creating") and "does not exist yet" in missing.message
+    starting = progressing({"tracking": rollout_of(_deployment(replicas=1, ready=0, available=0, updated=1, total=1), "ts")}, None)
+    assert (starting.status, starting.reason, starting.message) == (True, "PodsStarting", "Deployment ts: 0/1 pods ready")
+    stuck_rollout = replace(rollout_of(_deployment(replicas=1, ready=0, available=0, updated=1, total=1), "ts"),
+                            problem=PodProblem("Unschedulable", "pod ts-1: 0/1 nodes are available"))
+    stuck = progressing({"tracking": stuck_rollout}, None)
+    assert (stuck.status, stuck.reason) == (False, "Unschedulable") and "0/1 pods ready; pod ts-1: 0/1 nodes" in stuck.message
+    done = progressing({"tracking": rollout_of(_deployment(), "ts")}, None)
+    assert (done.status, done.reason) == (False, "Complete")
+    # Split: both Deployments must serve
+    both = {"tracking": rollout_of(_deployment(), "ts"),
+            "artifacts": rollout_of(_deployment(replicas=2, ready=1, available=1), "ts-artifacts")}
+    assert progressing(both, None).reason == "PodsStarting" and "ts-artifacts: 1/2" in progressing(both, None).message
+
+
+def test_ready_is_not_taken_away_by_a_restarting_replica_but_by_a_rollout():
+    base = _conds(**{t: True for t in ("Reconciled", "MigrationsApplied", "Available", "BackendReachable", "ArtifactStoreReachable")})
+    starting = merge_conditions(base, [Condition("Progressing", True, "PodsStarting", "Deployment ts: 1/2 pods ready")], 1)
+    assert summarize(starting).status is True
+    rolling = merge_conditions(base, [Condition("Progressing", True, "RollingOut", "1/2 updated")], 1)
+    assert summarize(rolling).status is False
+
+
+def test_an_unbound_claim_passes_on_the_pv_controllers_reason():
+    from mlflow_operator.controller.observe import claim_problem
+
+    claim = {"metadata": {"name": "ts-data"}, "status": {"phase": "Pending"}}
+    events = [
+        {"type": "Warning", "reason": "FailedBinding", "lastTimestamp": "2026-01-01T00:00:05Z",
+         "message": "no persistent volumes available for this claim and no storage class is set"},
+        {"type": "Normal", "reason": "ExternalProvisioning", "lastTimestamp": "2026-01-01T00:00:09Z", "message": "waiting"},
+        {"type": "Warning", "reason": "FailedBinding", "lastTimestamp": "2026-01-01T00:00:01Z", "message": "older"},
+    ]
+    assert claim_problem(claim, events) == ("PersistentVolumeClaim ts-data: FailedBinding: no persistent volumes "
+                                            "available for this claim and no storage class is set")
+    assert claim_problem(claim, []) == "PersistentVolumeClaim ts-data is Pending"
+    assert claim_problem({**claim, "status": {"phase": "Bound"}}, events) is None
+    assert claim_problem(None, events) is None
+
+
+def test_warning_events_once_per_pod_problem():
+    from mlflow_operator.controller.reconcile import announce_transitions
+
+    def events(previous, current):
+        posted = []
+        announce_transitions(merge_conditions([], previous, 1), merge_conditions([], current, 1),
+                             lambda type_, reason, message: posted.append((type_, reason, message)))
+        return posted
+
+    pull = Condition("Available", False, "ErrImagePull", "0/1 tracking pods ready; container mlflow: ErrImagePull")
+    backoff = Condition("Available", False, "ImagePullBackOff", "0/1 tracking pods ready; container mlflow: ImagePullBackOff")
+    unschedulable = Condition("Available", False, "Unschedulable", "0/1 tracking pods ready; pod ts-1: 0/1 nodes")
+    starting = Condition("Available", False, "NoPodReady", "0/1 tracking pods ready")
+    assert events([starting], [pull]) == [("Warning", "ErrImagePull", "Available: " + pull.message)]
+    assert events([pull], [backoff]) == []  # the kubelet's back-off flip is the same problem
+    assert events([], [unschedulable]) == [("Warning", "Unschedulable", "Available: " + unschedulable.message)]
+    assert events([unschedulable], [unschedulable]) == []
+    assert events([], [starting]) == []  # pods that are starting are no problem
+
+
+def test_text_log_lines_name_the_object_and_json_lines_carry_it():
+    import json
+    import logging
+
+    from kopf._core.actions.loggers import make_formatter  # what kopf.configure builds from these options
+    from mlflow_operator.controller.main import logging_options
+
+    def formatted(log_format: str) -> str:
+        options = logging_options(log_format, "info")
+        formatter = make_formatter(**{k: options[k] for k in ("log_format", "log_prefix", "log_refkey")})
+        record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "Pruned: %s", ("Ingress/x",), None)
+        record.k8s_ref = {"namespace": "team-a", "name": "mlflow", "kind": "TrackingServer"}
+        return formatter.format(record)
+
+    assert formatted("plain") == "[team-a/mlflow] Pruned: Ingress/x"
+    assert formatted("full").endswith("[team-a/mlflow] Pruned: Ingress/x")
+    line = json.loads(formatted("json"))
+    assert line["message"] == "Pruned: Ingress/x" and line["object"]["name"] == "mlflow"
+    assert line["object"]["namespace"] == "team-a"
+
+
+def test_an_absent_optional_api_is_logged_once():
+    import logging
+
+    from mlflow_operator.controller.main import _Once
+
+    once = _Once("Unresolved resources cannot be served")
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf._core.reactor.observation", logging.WARNING, __file__, 1, message, (), None)
+
+    unresolved = "Unresolved resources cannot be served (try creating their CRDs): httproutes.v1.gateway.networking.k8s.io"
+    assert [once.filter(record(unresolved)) for _ in range(3)] == [True, False, False]
+    assert once.filter(record(unresolved + ", servicemonitors.v1.monitoring.coreos.com"))  # news is said
+    assert all(once.filter(record("something else")) for _ in range(2))
+
+
+def test_default_image_takes_a_mirrors_repository_or_a_full_reference():
+    from mlflow_operator.constants import DEFAULT_IMAGE, MLFLOW_VERSION
+    from mlflow_operator.controller.main import default_image
+
+    assert default_image("mirror.corp:5000/mlflow/mlflow-server") == f"mirror.corp:5000/mlflow/mlflow-server:{MLFLOW_VERSION}"
+    assert default_image("mirror.corp/mlflow-server:3.17.2") == "mirror.corp/mlflow-server:3.17.2"
+    assert default_image("mirror.corp/mlflow-server@sha256:" + "a" * 64).endswith("a" * 64)
+    assert default_image("  ") == DEFAULT_IMAGE

@@ -84,11 +84,12 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
         return None
 
 
-def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict]:
+def list_objects(api_version: str, kind: str, namespace: str, label_selector: str, field_selector: str | None = None) -> list[dict]:
     res = resource(api_version, kind)
     if res is None:
         return []
-    return [item.to_dict() for item in dynamic_client().get(res, namespace=namespace, label_selector=label_selector).items]
+    selectors = {"label_selector": label_selector, **({"field_selector": field_selector} if field_selector else {})}
+    return [item.to_dict() for item in dynamic_client().get(res, namespace=namespace, **selectors).items]
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background",

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..api import TrackingServer
+from ..api import derived as d
 from ..render import naming
 from . import kube
 from .conditions import Condition
@@ -49,6 +50,10 @@ class PodProblem:
     message: str
 
 
+# Progressing=True while rolled-out pods are still starting (no stuck container): not a spec change.
+PODS_STARTING = "PodsStarting"
+# Available reasons that are no pod problem (any other reason False is the kubelet's or scheduler's).
+NOT_POD_PROBLEMS = {"WaitingForMigrations", "DeploymentMissing", "ScaledToZero", "NoPodReady", "MinimumReplicasAvailable"}
 # Waiting reasons of a container that is simply starting, not stuck.
 _STARTING = {"ContainerCreating", "PodInitializing"}
 MESSAGE_LIMIT = 400
@@ -114,12 +119,40 @@ def rollout_of(deployment: dict[str, Any] | None, name: str) -> Rollout:
     )
 
 
+def claim_problem(claim: dict[str, Any] | None, events: list[dict[str, Any]]) -> str | None:
+    """Why a claim is not bound, in the PV controller's words (its newest Warning on the claim,
+    e.g. "no persistent volumes available for this claim and no storage class is set"): the
+    scheduler only says that the pod "has unbound immediate PersistentVolumeClaims"."""
+    if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
+        return None
+    name = claim["metadata"]["name"]
+    warnings = [e for e in events if e.get("type") == "Warning" and e.get("message")]
+    if not warnings:
+        return f"PersistentVolumeClaim {name} is {(claim.get('status') or {}).get('phase') or 'Pending'}"
+    newest = max(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
+                 (e.get("metadata") or {}).get("creationTimestamp") or "")
+    return f"PersistentVolumeClaim {name}: {newest.get('reason')}: {_last_lines(newest['message'])}"
+
+
+def _claims_of_problem_pod(ts: TrackingServer, problem: PodProblem) -> PodProblem:
+    if not d.needs_volume(ts.spec):
+        return problem
+    name = naming.volume_claim_name(ts)
+    claim = kube.get("v1", "PersistentVolumeClaim", ts.namespace, name)
+    events = kube.list_objects("v1", "Event", ts.namespace, "",
+                               field_selector=f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}")
+    detail = claim_problem(claim, events)
+    return replace(problem, message=f"{problem.message}; {detail}") if detail else problem
+
+
 def observe_rollout(ts: TrackingServer, component: str, name: str) -> Rollout:
     rollout = rollout_of(kube.get("apps/v1", "Deployment", ts.namespace, name), name)
     if rollout.exists and rollout.ready < rollout.desired:
         # Only then are the pods read: a healthy server costs no extra request per pass.
         selector = ",".join(f"{k}={v}" for k, v in naming.selector_labels(ts, component).items())
         problem = pod_problem(kube.list_objects("v1", "Pod", ts.namespace, selector))
+        if problem and problem.reason == "Unschedulable":
+            problem = _claims_of_problem_pod(ts, problem)
         if problem:
             rollout = replace(rollout, problem=problem)
     return rollout
@@ -162,13 +195,29 @@ def availability(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Co
 
 
 def progressing(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Condition:
+    """True while the servers move toward the spec; Complete only once every Deployment exists, is
+    rolled out and has all its pods ready; False with the reason when pods are stuck."""
     if gate is not None and gate.state in ("Running", "Waiting"):
         return Condition("Progressing", True, "MigrationRunning", gate.condition.message)
-    rolling = [r for r in rollouts.values() if r.exists and not r.rolled_out]
+    missing = [r for r in rollouts.values() if not r.exists]
+    if missing:
+        if gate is not None and gate.state == "Failed":
+            return Condition("Progressing", False, "MigrationFailed", f"Deployment {missing[0].name} is created once "
+                             f"migrations succeed: {gate.condition.message}")
+        return Condition("Progressing", True, "Creating", f"Deployment {missing[0].name} does not exist yet")
+    rolling = [r for r in rollouts.values() if not r.rolled_out]
     if rolling:
         r = rolling[0]
         return Condition("Progressing", True, "RollingOut", f"Deployment {r.name}: {r.updated}/{r.desired} pods updated, {r.ready} ready")
-    return Condition("Progressing", False, "Complete", "every Deployment is rolled out")
+    for r in rollouts.values():
+        if r.ready < r.desired:
+            message = f"Deployment {r.name}: {r.ready}/{r.desired} pods ready"
+            if r.problem:
+                return Condition("Progressing", False, r.problem.reason, f"{message}; {r.problem.message}")
+            if r.deadline_exceeded:
+                return Condition("Progressing", False, "ProgressDeadlineExceeded", message)
+            return Condition("Progressing", True, PODS_STARTING, message)
+    return Condition("Progressing", False, "Complete", "every Deployment is rolled out and its pods are ready")
 
 
 def degraded(rollouts: dict[str, Rollout], gate: MigrationGate | None) -> Condition:

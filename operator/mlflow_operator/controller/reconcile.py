@@ -31,7 +31,7 @@ from . import kube, metrics
 from .conditions import Condition, find, keep_only, merge_conditions
 from .dataplace import data_in_place
 from .migrations import MigrationGate, gate_migrations
-from .observe import observe
+from .observe import NOT_POD_PROBLEMS, PODS_STARTING, observe
 from .ownership import delete_owned, reconcile_retention
 from .reachability import Probe
 from .volumes import ensure_volume_claim
@@ -356,7 +356,9 @@ def summarize(conditions: list[dict[str, Any]]) -> Condition:
         if cond["status"] != "True":
             return Condition("Ready", False, cond["reason"], f"{type_}: {cond['message']}")
     progressing = find(conditions, "Progressing")
-    if progressing and progressing["status"] == "True":
+    # Pods of a rolled-out Deployment that are starting (a replica restarting) leave Ready as
+    # Available says; a spec change or a migration in progress does not.
+    if progressing and progressing["status"] == "True" and progressing["reason"] != PODS_STARTING:
         return Condition("Ready", False, "RollingOut", progressing["message"])
     return Condition("Ready", True, "Ready", find(conditions, "Available")["message"])
 
@@ -372,5 +374,17 @@ def announce_transitions(previous: list[dict[str, Any]], current: list[dict[str,
             continue
         if cond["type"] in WARN_WHEN_FALSE and cond["status"] == "False":
             emit("Warning", cond["reason"], f"{cond['type']}: {cond['message']}")
+        elif cond["type"] == "Available" and cond["status"] == "False" and cond["reason"] not in NOT_POD_PROBLEMS:
+            # Unschedulable, ErrImagePull, CrashLoopBackOff...: once per problem, not per back-off flip.
+            if not (old and old.get("status") == "False" and same_problem(old.get("reason"), cond["reason"])):
+                emit("Warning", cond["reason"], f"Available: {cond['message']}")
         elif cond["type"] == "Ready" and cond["status"] == "True":
             emit("Normal", "Ready", cond["message"])
+
+
+# The kubelet alternates these while an image cannot be pulled: one problem, one event.
+_PROBLEM_FAMILY = {"ImagePullBackOff": "ErrImagePull"}
+
+
+def same_problem(old: str | None, new: str) -> bool:
+    return _PROBLEM_FAMILY.get(old or "", old) == _PROBLEM_FAMILY.get(new, new)
