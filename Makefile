@@ -7,16 +7,22 @@ PYTEST_ARGS ?=
 .PHONY: demo setup system-deps build images test-images test test-e2e test-unit test-cluster test-workload crd render bench bench-server cluster-up cluster-down
 
 # The README's first command: the operator against your cluster, or a render of the quickstart.
-demo: setup
+# It needs the operator's own dependencies only, not the test extras.
+demo: $(VENV)/.runtime
 	hack/demo
 
 setup: $(VENV)/.installed
+
+$(VENV)/.runtime: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e .
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
-	touch $@
+	touch $@ $(VENV)/.runtime
 
 # Debian packages the tests need (NGINX, PostgreSQL, Chromium...): installed only when missing.
 system-deps:
@@ -34,6 +40,7 @@ test-e2e: setup system-deps build
 # cut short by a test timeout.
 build:
 	hack/cluster build
+	PYTHONPATH=hack python3 -m devtools build
 
 # The operator and server images from their Dockerfiles (buildah, or Docker where it answers), as
 # OCI archives in ~/.cache/mlflow-operator/images; rebuilt only when a Dockerfile or what it copies

@@ -81,8 +81,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if old is not None:
         alive = old.alive()
         if all(alive.values()) and _ready(old)[0]:
-            _err(f"already running ({old.server}); `hack/cluster down` stops it")
-            print(f"export KUBECONFIG={stable_kubeconfig()}")
+            _err(f"already running ({old.server}); `{down_command()}` stops it")
+            print_exports(old.bin_dir)
             return 0
         _err("cleaning up a previous cluster that is no longer healthy")
         _teardown(old)
@@ -105,10 +105,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     tmp = state_file().with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     tmp.replace(state_file())
-    _err(f"up in {time.monotonic() - t0:.1f}s; logs in {cluster.log_dir}; stop with `hack/cluster down`")
-    _err(f"kubectl and helm: {cluster.bin_dir}")
-    print(f"export KUBECONFIG={stable_kubeconfig()}")
+    _err(f"up in {time.monotonic() - t0:.1f}s; logs in {cluster.log_dir}; stop with `{down_command()}`")
+    _err(f"kubectl and helm (Kubernetes {versions.KUBERNETES}): {cluster.bin_dir}")
+    _err("the nodes are kwok's fakes: pods are reported Running and Ready but no container runs, so a "
+         "TrackingServer turns Ready without anything serving it (port-forward and the UI get nothing)")
+    print_exports(cluster.bin_dir)
     return 0
+
+
+def down_command() -> str:
+    """What stops this cluster, and only this one: a second cluster has its own state dir."""
+    override = os.environ.get("LOCALCLUSTER_STATE_DIR")
+    return f"LOCALCLUSTER_STATE_DIR={override} hack/cluster down" if override else "hack/cluster down"
+
+
+def print_exports(bin_dir: Path | None) -> None:
+    """stdout, for `eval "$(hack/cluster up)"`: the kubeconfig, and the cached kubectl and helm
+    ahead of any older kubectl on PATH."""
+    print(f"export KUBECONFIG={stable_kubeconfig()}")
+    if bin_dir:
+        print(f'export PATH="{bin_dir}:$PATH"')
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -158,6 +158,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -
 
 
 def parser() -> argparse.ArgumentParser:
+    from .controller.main import add_arguments, default_image  # one rule for the operator and render
+
     p = argparse.ArgumentParser(prog="mlflow-operator", description="Runs MLflow tracking servers on Kubernetes.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (MLflow {MLFLOW_VERSION})")
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
                    help="YAML file with one or more TrackingServers, a directory of them, or '-' for stdin (repeatable)")
     r.add_argument("-R", "--recursive", action="store_true", help="also read the subdirectories of a directory")
     r.add_argument("-n", "--namespace", help="namespace for TrackingServers that do not name one (default: default)")
-    r.add_argument("--default-image", default=DEFAULT_IMAGE,
+    r.add_argument("--default-image", default=DEFAULT_IMAGE, type=default_image,
                    help="as the operator's --default-image: the image of a TrackingServer without spec.image")
     r.add_argument("--cluster-domain", default=DEFAULT_CLUSTER_DOMAIN, help="as the operator's --cluster-domain")
     r.set_defaults(func=cmd_render)
@@ -174,8 +176,6 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", metavar="DIR", help="write DIR/<crd name>.yaml instead of printing")
     c.set_defaults(func=cmd_crd)
     run = sub.add_parser("run", help="run the operator (Kopf): reconcile TrackingServers in the cluster")
-    from .controller.main import add_arguments
-
     add_arguments(run)
     run.set_defaults(func=cmd_run)
     return p

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import yaml
 
@@ -10,6 +11,7 @@ from tests.operator_fixtures import (
     CRDS,
     OPERATOR_NAMESPACE,
     apply_object,
+    get_json,
     install_chart_rbac,
     install_crds,
     load_example,
@@ -67,3 +69,86 @@ def test_namespaced_install_works_with_rolebindings_and_peering(cluster, namespa
         stop_operator(op)
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", "-l", f"app.kubernetes.io/instance={release}", check=False)
         cluster.kubectl("delete", "serviceaccount", release, "-n", OPERATOR_NAMESPACE, check=False)
+
+
+# ---- values are checked by the chart's schema, at install ------------------------------------------
+
+def test_values_schema_refuses_typos_before_anything_is_installed(cluster):
+    lint = cluster.helm("lint", str(CHART), "--strict", "--set", "watchNamespaces={a,b}",
+                        "--set", "serverImage.repository=mirror.corp/mlflow-server", "--set", "clusterDomain=corp.internal")
+    assert "0 chart(s) failed" in lint.stdout, lint.stdout + lint.stderr
+    for bad, words in [
+        ("logLevel=verbose", "logLevel"),  # the issue's own example: an enum
+        ("logLevl=debug", "logLevl"),  # a key nobody reads
+        ("health.port=80800", "health.port"),
+        ("watchNamespaces={Team_A}", "watchNamespaces"),
+        ("serverImage.repository=mirror.corp/mlflow-server:3.18.0", "serverImage.repository"),  # the tag has its value
+    ]:
+        proc = cluster.helm("template", "ops", str(CHART), "--set", bad, check=False)
+        assert proc.returncode != 0, f"{bad} was accepted"
+        assert "values don't meet the specifications of the schema" in proc.stderr and words in proc.stderr, proc.stderr
+        installed = cluster.helm("install", "typo", str(CHART), "-n", OPERATOR_NAMESPACE, "--create-namespace",
+                                 "--set", bad, check=False)
+        assert installed.returncode != 0 and "schema" in installed.stderr, installed.stderr
+        assert cluster.helm("status", "typo", "-n", OPERATOR_NAMESPACE, check=False).returncode != 0, "a release was left"
+
+
+def test_operator_settings_reach_the_operators_arguments(cluster):
+    def args(*sets: str) -> list[str]:
+        flags = [f for s in sets for f in ("--set", s)]
+        rendered = cluster.helm("template", "ops", str(CHART), *flags).stdout
+        deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+        return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    default = args()
+    assert not any(a.startswith(("--default-image", "--cluster-domain")) for a in default)  # the operator's own
+    assert "--health-port=8470" in default and "--metrics-port=8471" in default
+    assert "--default-image=mirror.corp/mlflow/mlflow-server" in args("serverImage.repository=mirror.corp/mlflow/mlflow-server")
+    assert "--default-image=mirror.corp/m:3.18.0-1" in args("serverImage.repository=mirror.corp/m", "serverImage.tag=3.18.0-1")
+    assert "--cluster-domain=corp.internal" in args("clusterDomain=corp.internal")
+
+
+def test_watching_namespaces_that_do_not_exist_yet_installs_and_uninstall_keeps_them(cluster, namespace):
+    missing = f"{namespace}-new"[:63]
+    release = f"ns-{namespace[-6:]}"
+    try:
+        install = cluster.helm("install", release, str(CHART), "-n", namespace,
+                               "--set", f"watchNamespaces={{{namespace},{missing}}}", check=False)
+        assert install.returncode == 0, install.stderr
+        assert "STATUS: deployed" in install.stdout, install.stdout
+        created = get_json(cluster, "namespace", missing)
+        assert created["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert get_json(cluster, "rolebinding", release, "-n", missing) is not None
+        assert get_json(cluster, "rolebinding", release, "-n", namespace) is not None
+        # an upgrade keeps it in the release; an uninstall leaves it (and its TrackingServers' data)
+        upgrade = cluster.helm("upgrade", release, str(CHART), "-n", namespace,
+                               "--set", f"watchNamespaces={{{namespace},{missing}}}", check=False)
+        assert upgrade.returncode == 0, upgrade.stderr
+        cluster.helm("uninstall", release, "-n", namespace)
+        assert get_json(cluster, "namespace", missing) is not None, "uninstall deleted a watched namespace"
+        refused = cluster.helm("install", release + "-b", str(CHART), "-n", namespace, "--set", "createWatchNamespaces=false",
+                               "--set", f"watchNamespaces={{{namespace}-absent}}", check=False)
+        assert refused.returncode != 0 and "not found" in refused.stderr, refused.stderr
+    finally:
+        cluster.helm("uninstall", release, "-n", namespace, check=False)
+        cluster.helm("uninstall", release + "-b", "-n", namespace, check=False)
+        cluster.kubectl("delete", "namespace", missing, "--wait=false", check=False)
+        cluster.kubectl("delete", "clusterrolebinding,clusterrole", "-l", f"app.kubernetes.io/instance={release}", check=False)
+
+
+def test_the_notes_commands_work_as_printed(cluster, namespace):
+    """NOTES.txt is what a person copies after `helm install`: its apply command must create a
+    TrackingServer (no namespace of an example file in the way, no links)."""
+    notes = cluster.helm("install", "notes", str(CHART), "-n", OPERATOR_NAMESPACE, "--dry-run",
+                         "--set", f"watchNamespaces={{{namespace}}}").stdout.split("NOTES:", 1)[1]
+    assert "http" not in notes.replace("http://localhost:5000", ""), notes
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("echo '"))
+    command = lines[start].strip().rstrip("\\") + lines[start + 1].strip()
+    assert f"kubectl apply -n {namespace} -f -" in command
+    kubectl_dir = cluster.kubectl_path().parent
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{kubectl_dir}:/usr/bin:/bin", "KUBECONFIG": str(cluster.kubeconfig)})
+    assert proc.returncode == 0, proc.stderr
+    assert get_json(cluster, "trackingserver", "mlflow", "-n", namespace)["spec"] is not None
+    assert "kubectl apply --server-side --force-conflicts -f mlflow-operator/crds/" in notes

@@ -65,7 +65,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.render_base = RenderContext()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+# On deletion Kopf sets `stopped`; the loop wakes up at once and exits, and is cancelled only if a
+# pass is still running after the backoff (a cancelled daemon logs "... is cancelled. Will escalate.").
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=30.0, cancellation_timeout=10.0)
 async def keep_reconciled(body: kopf.Body, name: str, namespace: str, stopped: kopf.DaemonStopped,
                           memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     trigger = _triggers(memo).setdefault((namespace, name), asyncio.Event())
@@ -90,15 +92,24 @@ async def keep_reconciled(body: kopf.Body, name: str, namespace: str, stopped: k
                 delay = min(delay, 2.0 ** min(failures, 6))
                 logger.exception("reconcile failed (attempt %d), retrying in %.0f s: %s", failures, delay, exc)
             memo.generations[(namespace, name)] = snapshot["metadata"].get("generation")
-            try:
-                await asyncio.wait_for(trigger.wait(), timeout=delay)
+            if await _woken(trigger, stopped, delay) and not stopped:
                 await asyncio.sleep(DEBOUNCE_SECONDS)  # one pass for a burst of events
-            except asyncio.TimeoutError:
-                pass
     finally:
         _triggers(memo).pop((namespace, name), None)
         memo.generations.pop((namespace, name), None)
         metrics.forget(namespace, name)
+
+
+async def _woken(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> bool:
+    """Sleeps until an event, the daemon's stop or the timeout; True when an event woke it."""
+    woken = asyncio.ensure_future(trigger.wait())
+    stopping = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({woken, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (woken, stopping):
+            task.cancel()
+    return trigger.is_set()
 
 
 def run_pass(body: dict[str, Any], logger: logging.Logger, render_base: RenderContext | None = None):

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..constants import DEFAULT_CLUSTER_DOMAIN, DEFAULT_IMAGE
+from ..constants import DEFAULT_CLUSTER_DOMAIN, DEFAULT_IMAGE, MLFLOW_VERSION
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 
@@ -20,6 +20,15 @@ def cluster_domain_from_resolv_conf(text: str) -> str | None:
                 if entry.startswith("svc.") and len(entry) > 4:
                     return entry[4:].rstrip(".")
     return None
+
+
+def default_image(reference: str) -> str:
+    """A full image reference, or a repository (a mirror's) that gets the pinned MLflow version."""
+    reference = reference.strip()
+    last = reference.rsplit("/", 1)[-1]
+    if not reference or "@" in reference or ":" in last:
+        return reference or DEFAULT_IMAGE
+    return f"{reference}:{MLFLOW_VERSION}"
 
 
 def cluster_domain(flag: str | None, resolv_conf: Path = RESOLV_CONF) -> str:
@@ -40,13 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     peering.add_argument("--standalone", action="store_true", help="no peering (a single operator instance)")
     parser.add_argument("--priority", type=int, default=0, help="Kopf peering priority")
     parser.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every TrackingServer this often")
-    parser.add_argument("--health-port", type=int, default=8080, help="serves /healthz (0: off)")
-    parser.add_argument("--metrics-port", type=int, default=8081, help="serves Prometheus /metrics (0: off)")
+    # Off 8080/8081, which local tools, dev servers and other operators commonly take.
+    parser.add_argument("--health-port", type=int, default=8470, help="serves /healthz (0: off)")
+    parser.add_argument("--metrics-port", type=int, default=8471, help="serves Prometheus /metrics (0: off)")
     parser.add_argument("--bind-address", default=os.environ.get("MLFLOW_OPERATOR_BIND_ADDRESS", "0.0.0.0"),
                         help="address of the health and metrics endpoints")
-    parser.add_argument("--default-image", default=os.environ.get("MLFLOW_OPERATOR_DEFAULT_IMAGE", DEFAULT_IMAGE),
-                        help="server image of a TrackingServer without spec.image, e.g. a mirror's copy "
-                        f"(default: {DEFAULT_IMAGE})")
+    parser.add_argument("--default-image", type=default_image,
+                        default=os.environ.get("MLFLOW_OPERATOR_DEFAULT_IMAGE", DEFAULT_IMAGE),
+                        help="server image of a TrackingServer without spec.image, e.g. a mirror's copy; a "
+                        f"repository without tag gets :{MLFLOW_VERSION} (default: {DEFAULT_IMAGE})")
     parser.add_argument("--cluster-domain", default=os.environ.get("MLFLOW_OPERATOR_CLUSTER_DOMAIN") or None,
                         help="the cluster's DNS domain (default: read from /etc/resolv.conf's svc.<domain> "
                         f"search entry, else {DEFAULT_CLUSTER_DOMAIN})")
@@ -62,20 +73,48 @@ class _QuietEventHandlers(logging.Filter):
         return not (record.levelno <= logging.INFO and message.startswith("Handler '") and message.endswith("succeeded."))
 
 
+class _Once(logging.Filter):
+    """Kopf repeats "Unresolved resources cannot be served ... httproutes" at every rescan of the
+    cluster's resources (any CRD change): an optional API that is absent is said once."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix, self.seen = prefix, set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.prefix):
+            return True
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def logging_options(log_format: str, log_level: str) -> dict:
+    """kopf.configure's arguments. Text lines start with [namespace/name] (Kopf leaves that off by
+    default); JSON lines carry them as the "object" key."""
+    import kopf
+
+    formats = {"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}
+    return {"debug": log_level == "debug", "quiet": log_level == "warning", "log_format": formats[log_format],
+            "log_prefix": log_format != "json", "log_refkey": "object"}
+
+
+def quiet_repetitions() -> None:
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(_QuietEventHandlers())
+    logging.getLogger("kopf._core.reactor.observation").addFilter(_Once("Unresolved resources cannot be served"))
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf
 
     from ..render import RenderContext
     from . import metrics
 
-    kopf.configure(
-        debug=args.log_level == "debug",
-        quiet=args.log_level == "warning",
-        log_format={"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}[args.log_format],
-        log_refkey="object",
-    )
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").addFilter(_QuietEventHandlers())
+    kopf.configure(**logging_options(args.log_format, args.log_level))
+    quiet_repetitions()
     from . import handlers  # noqa: F401 - registers the handlers
 
     if args.metrics_port:
