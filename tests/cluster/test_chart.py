@@ -118,8 +118,9 @@ def test_watching_namespaces_that_do_not_exist_yet_installs_and_uninstall_keeps_
         assert "STATUS: deployed" in install.stdout, install.stdout
         created = get_json(cluster, "namespace", missing)
         assert created["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-        assert get_json(cluster, "rolebinding", release, "-n", missing) is not None
-        assert get_json(cluster, "rolebinding", release, "-n", namespace) is not None
+        binding = f"{release}-mlflow-operator"  # the chart's fullname
+        assert get_json(cluster, "rolebinding", binding, "-n", missing) is not None
+        assert get_json(cluster, "rolebinding", binding, "-n", namespace) is not None
         # an upgrade keeps it in the release; an uninstall leaves it (and its TrackingServers' data)
         upgrade = cluster.helm("upgrade", release, str(CHART), "-n", namespace,
                                "--set", f"watchNamespaces={{{namespace},{missing}}}", check=False)
