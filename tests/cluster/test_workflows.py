@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,10 +44,13 @@ def test_actionlint_reports_a_broken_workflow(actionlint, tmp_path):
         "on": {"push": {}}, "jobs": {"x": {"runs-on": "ubuntu-24.04", "steps": [
             {"run": "echo ${{ github.no_such_context_value.x }}"},
             {"uses": "actions/checkout@v4", "with": {"no-such-input": "1"}},
+            {"run": "cp $1 /tmp"},
         ]}},
     }))
     proc = lint(actionlint, broken)
     assert proc.returncode == 1 and "no-such-input" in proc.stdout, proc.stdout + proc.stderr
+    if shutil.which("shellcheck"):  # hack/system-deps installs it; then run: scripts are checked too
+        assert "SC2086" in proc.stdout, proc.stdout
 
 
 def test_release_builds_both_dockerfiles_for_two_platforms_signed_with_sboms():
