@@ -3,6 +3,8 @@ whose claim the real PV controller cannot bind (no provisioner, no default Stora
 TrackingServer must say so in the controllers' own words, with a Warning event."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.cluster.test_operator_reconcile import operator  # noqa: F401 - the fixture
@@ -24,14 +26,20 @@ def test_an_unbindable_claim_is_reported_with_its_reason_and_progressing_is_not_
     with volume_provisioner.hold():
         apply_object(cluster, ts)
         live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Available="False")
-        wait_for("Available to name the scheduler's reason",
-                 lambda: condition(get_json(cluster, "trackingserver", name, "-n", namespace), "Available").get("reason")
-                 == "Unschedulable", timeout=90)
+        claim_reason = (f"PersistentVolumeClaim {name}-data: FailedBinding: no persistent volumes available for this "
+                        "claim and no storage class is set")
+
+        def available_now() -> dict:
+            return condition(get_json(cluster, "trackingserver", name, "-n", namespace), "Available")
+
+        # The PV controller posts its reason at its next claim sync (every 15 s); pods are rechecked every 10 s.
+        wait_for("Available to name the scheduler's and the claim's reasons",
+                 lambda: available_now().get("reason") == "Unschedulable" and claim_reason in available_now()["message"],
+                 timeout=120, explain=lambda: f"{available_now()}\nclaim events: " + json.dumps(get_json(
+                     cluster, "events", "-n", namespace, "--field-selector", "involvedObject.kind=PersistentVolumeClaim")))
         live = get_json(cluster, "trackingserver", name, "-n", namespace)
         available, progressing, ready = (condition(live, t) for t in ("Available", "Progressing", "Ready"))
         assert "unbound immediate PersistentVolumeClaims" in available["message"], available
-        assert (f"PersistentVolumeClaim {name}-data: FailedBinding: no persistent volumes available for this claim "
-                "and no storage class is set") in available["message"], available
         assert progressing["reason"] != "Complete", progressing
         assert progressing["status"] == "False" and progressing["reason"] == "Unschedulable", progressing
         assert "0/1 pods ready" in progressing["message"]

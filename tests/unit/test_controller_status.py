@@ -253,11 +253,11 @@ def test_an_unbound_claim_passes_on_the_pv_controllers_reason():
     from mlflow_operator.controller.observe import claim_problem
 
     claim = {"metadata": {"name": "ts-data"}, "status": {"phase": "Pending"}}
-    events = [
-        {"type": "Warning", "reason": "FailedBinding", "lastTimestamp": "2026-01-01T00:00:05Z",
+    events = [  # the PV controller posts FailedBinding as a Normal event
+        {"type": "Normal", "reason": "FailedBinding", "lastTimestamp": "2026-01-01T00:00:09Z",
          "message": "no persistent volumes available for this claim and no storage class is set"},
-        {"type": "Normal", "reason": "ExternalProvisioning", "lastTimestamp": "2026-01-01T00:00:09Z", "message": "waiting"},
-        {"type": "Warning", "reason": "FailedBinding", "lastTimestamp": "2026-01-01T00:00:01Z", "message": "older"},
+        {"type": "Warning", "reason": "ProvisioningFailed", "lastTimestamp": "2026-01-01T00:00:05Z", "message": "older"},
+        {"type": "Normal", "reason": "FailedBinding", "lastTimestamp": "2026-01-01T00:00:01Z", "message": "oldest"},
     ]
     assert claim_problem(claim, events) == ("PersistentVolumeClaim ts-data: FailedBinding: no persistent volumes "
                                             "available for this claim and no storage class is set")

@@ -120,16 +120,17 @@ def rollout_of(deployment: dict[str, Any] | None, name: str) -> Rollout:
 
 
 def claim_problem(claim: dict[str, Any] | None, events: list[dict[str, Any]]) -> str | None:
-    """Why a claim is not bound, in the PV controller's words (its newest Warning on the claim,
-    e.g. "no persistent volumes available for this claim and no storage class is set"): the
-    scheduler only says that the pod "has unbound immediate PersistentVolumeClaims"."""
+    """Why a claim is not bound, in the PV controller's or provisioner's words (the newest event on
+    the claim, e.g. FailedBinding "no persistent volumes available for this claim and no storage
+    class is set", which Kubernetes posts as a Normal event): the scheduler only says that the pod
+    "has unbound immediate PersistentVolumeClaims"."""
     if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
         return None
     name = claim["metadata"]["name"]
-    warnings = [e for e in events if e.get("type") == "Warning" and e.get("message")]
-    if not warnings:
+    told = [e for e in events if e.get("message")]
+    if not told:
         return f"PersistentVolumeClaim {name} is {(claim.get('status') or {}).get('phase') or 'Pending'}"
-    newest = max(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
+    newest = max(told, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
                  (e.get("metadata") or {}).get("creationTimestamp") or "")
     return f"PersistentVolumeClaim {name}: {newest.get('reason')}: {_last_lines(newest['message'])}"
 
