@@ -137,7 +137,7 @@ def test_watching_namespaces_that_do_not_exist_yet_installs_and_uninstall_keeps_
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", "-l", f"app.kubernetes.io/instance={release}", check=False)
 
 
-def test_the_notes_commands_work_as_printed(cluster, namespace):
+def test_the_notes_commands_work_as_printed(cluster, namespace, tmp_path):
     """NOTES.txt is what a person copies after `helm install`: its apply command must create a
     TrackingServer (no namespace of an example file in the way, no links)."""
     # server dry-run: the chart looks up which watched namespaces exist (a client dry-run cannot)
@@ -150,7 +150,8 @@ def test_the_notes_commands_work_as_printed(cluster, namespace):
     assert f"kubectl apply -n {namespace} -f -" in command
     kubectl_dir = cluster.kubectl_path().parent
     proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60,
-                          env={"PATH": f"{kubectl_dir}:/usr/bin:/bin", "KUBECONFIG": str(cluster.kubeconfig)})
+                          cwd=tmp_path, env={"PATH": f"{kubectl_dir}:/usr/bin:/bin", "HOME": str(tmp_path),
+                                             "KUBECONFIG": str(cluster.kubeconfig)})
     assert proc.returncode == 0, proc.stderr
     assert get_json(cluster, "trackingserver", "mlflow", "-n", namespace)["spec"] is not None
     assert "kubectl apply --server-side --force-conflicts -f mlflow-operator/crds/" in notes
