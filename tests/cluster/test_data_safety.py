@@ -389,3 +389,62 @@ def test_hpa_hand_over_keeps_the_replica_count(cluster, operator, namespace, dat
         seen.append(get_json(cluster, "deployment", name, "-n", namespace)["spec"].get("replicas"))
         time.sleep(0.3)
     assert min(seen) == 3, f"the Deployment's replicas dipped during the hand-over: {seen}"
+
+
+# ---- finding 4 (part): a short Service name in a database URI is the TrackingServer's namespace's ----
+
+def test_a_short_service_name_is_looked_up_in_the_trackingservers_namespace(cluster, operator, namespace):
+    ts = load_example("04-remote-direct.yaml", namespace)
+    name = ts["metadata"]["name"]
+    # "db" is a Service in the team's namespace: the pods resolve it there, never in the operator's.
+    cluster.kubectl("create", "secret", "generic", "forecast-db", "-n", namespace,
+                    "--from-literal=uri=postgresql://mlflow:pw-short@db:5432/mlflow")
+    cluster.kubectl("create", "secret", "generic", "forecast-s3", "-n", namespace,
+                    "--from-literal=access-key-id=id", "--from-literal=secret-access-key=key")
+    apply_object(cluster, ts)
+    live = wait_for_conditions(cluster, namespace, name, timeout=90, op=operator, BackendReachable="False")
+    cond = condition(live, "BackendReachable")
+    assert f"db.{namespace}.svc" in cond["message"], cond
+    assert "pw-short" not in json.dumps(live["status"])
+
+
+def test_the_operator_never_half_opens_connections_to_mysql(cluster, operator, namespace):
+    """MariaDB blocks a host after max_connect_errors (100) connections that end before the
+    handshake: a probe every pass would get there in well under two hours of one TrackingServer."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                accepted.append(time.monotonic())
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        ts = load_example("04-remote-direct.yaml", namespace)
+        name = ts["metadata"]["name"]
+        port = server.getsockname()[1]
+        cluster.kubectl("create", "secret", "generic", "forecast-db", "-n", namespace,
+                        f"--from-literal=uri=mysql://mlflow:pw@127.0.0.1:{port}/mlflow")
+        cluster.kubectl("create", "secret", "generic", "forecast-s3", "-n", namespace,
+                        "--from-literal=access-key-id=id", "--from-literal=secret-access-key=key")
+        apply_object(cluster, ts)
+        live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+        time.sleep(12)  # more passes (resync is 5 s in the tests)
+        assert accepted == [], f"the operator opened {len(accepted)} connection(s) to the MySQL port"
+        assert condition(live, "BackendReachable")["reason"] == "NotProbed"
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

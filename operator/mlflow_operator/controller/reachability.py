@@ -1,9 +1,11 @@
 """Can the operator reach a tracking server's database and artifact store?
 
 A TCP connect with a short timeout, from the operator's own network position, to the host named in the
-backend URI or the artifact store's endpoint. It answers "is the host there" honestly and quickly; the
-server image's `check` goes further (credentials, schema) where the pods run. Messages name the host and
-port and never the URI, which may carry a password.
+backend URI or the artifact store's endpoint. One-label Service names are qualified with the
+TrackingServer's namespace, as the pods resolve them; MySQL/MariaDB is not probed at all (stores.py).
+It answers "is the host there" honestly and quickly; the server image's `check` goes further
+(credentials, schema) where the pods run. Messages name the host and port and never the URI, which
+may carry a password.
 """
 from __future__ import annotations
 
@@ -81,6 +83,15 @@ def artifact_endpoint(destination: str, s3_endpoint_url: str | None = None, regi
     if scheme in ("http", "https"):
         return Endpoint(parts.hostname or "", parts.port or DEFAULT_PORTS[scheme])
     return None
+
+
+def in_namespace(endpoint: Endpoint, namespace: str) -> Endpoint:
+    """A one-label host is a Service name: the pods resolve it in their own namespace, and so must
+    the operator, which runs in another one (where it would find nothing, or another Service)."""
+    host = endpoint.host
+    if not host or "." in host or ":" in host or host == "localhost":
+        return endpoint
+    return Endpoint(f"{host}.{namespace}.svc", endpoint.port)
 
 
 def probe_tcp(endpoint: Endpoint, what: str, timeout: float = 2.0) -> Probe:

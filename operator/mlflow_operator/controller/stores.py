@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from ..api import TrackingServer
 from ..api import derived as d
-from .reachability import Probe, artifact_endpoint, database_endpoint, probe_tcp, unsupported_database
+from .reachability import Probe, artifact_endpoint, database_endpoint, in_namespace, probe_tcp, unsupported_database
 from .reconcile import SecretReader
 
 # Probes are cheap but a pass can run often (every child event): reuse a result for a few seconds.
@@ -35,9 +36,17 @@ def backend_probe(ts: TrackingServer, secrets: SecretReader) -> Probe:
     problem = unsupported_database(uri)
     if problem:
         return Probe(False, "UnsupportedDatabase", f"the URI in Secret {ref.name} key {ref.key}: {problem}")
+    if urlsplit(uri).scheme.split("+", 1)[0].lower() == "mysql":
+        # A connection closed before the handshake completes counts against MySQL/MariaDB's
+        # max_connect_errors (default 100): the server would block the operator's source address
+        # (behind SNAT, the node's, so every pod on it). The pods' wait-for-backend and the
+        # server's schema check connect with credentials; the operator does not.
+        return Probe(True, "NotProbed", "MySQL/MariaDB is not probed by the operator (an unfinished handshake "
+                     "counts against max_connect_errors); the pods connect to it at start")
     endpoint = database_endpoint(uri)
     if endpoint is None:
         return Probe(False, "InvalidURI", f"the URI in Secret {ref.name} key {ref.key} names no database host")
+    endpoint = in_namespace(endpoint, ts.namespace)
     return _cached((ts.namespace, f"db:{endpoint}"), "database", endpoint)
 
 
@@ -54,6 +63,7 @@ def artifact_probe(ts: TrackingServer) -> Probe:
     endpoint = artifact_endpoint(target, s3.endpoint_url, s3.region)
     if endpoint is None:
         return Probe(True, "NotProbed", f"no network endpoint to check for {target.split('://')[0]}://")
+    endpoint = in_namespace(endpoint, ts.namespace)
     return _cached((ts.namespace, f"store:{endpoint}"), "artifact store", endpoint)
 
 
