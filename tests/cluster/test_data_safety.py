@@ -350,11 +350,11 @@ def test_a_deleted_servers_metrics_series_go(cluster, operator, namespace):
     apply_object(cluster, ts)
     name = ts["metadata"]["name"]
     wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
-    label = f'namespace="{namespace}",name="{name}"'
+    labels = (f'namespace="{namespace}"', f'name="{name}"')
 
     def series() -> list[str]:
         text = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
-        return [line for line in text.splitlines() if label in line and not line.startswith("#")]
+        return [line for line in text.splitlines() if all(label in line for label in labels) and not line.startswith("#")]
 
     # Status is written just before the gauge is set.
     wait_for("the ready series", lambda: any(line.startswith("mlflow_operator_trackingserver_ready") for line in series()))
