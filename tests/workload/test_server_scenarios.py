@@ -191,7 +191,9 @@ def test_serve_becomes_uvicorn_and_stops_on_sigterm(mlflow_server, migrated_pg_u
 
     srv = mlflow_server(proxied(migrated_pg_uri, str(tmp_path / "artifacts"), **{O + "WORKERS": "2"}))
     main_cmdline = Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes().split(b"\0")
-    assert b"uvicorn" in main_cmdline and b"mlflow" not in Path(main_cmdline[0].decode()).name.encode(), main_cmdline
+    # uvicorn's CLI, run by the image's launcher (which adds the metrics listener when asked)
+    assert main_cmdline[1:3] == [b"-m", b"mlflow_entrypoint.launch"], main_cmdline
+    assert b"mlflow" not in Path(main_cmdline[0].decode()).name.encode(), main_cmdline
     pids = process_tree(srv.proc.pid)
     cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode() for p in pids}
     workers = [p for p, cmd in cmdlines.items() if "spawn_main" in cmd and "resource_tracker" not in cmd]
