@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo setup system-deps build images test-images test test-e2e test-unit test-cluster test-workload crd render bench bench-server cluster-up cluster-down
+.PHONY: demo setup system-deps build images test-images test test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server cluster-up cluster-down
 
 # The README's first command: the operator against your cluster, or a render of the quickstart.
 # It needs the operator's own dependencies only, not the test extras.
@@ -36,10 +36,11 @@ test: setup system-deps build images
 test-e2e: setup system-deps build
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
-# Builds (or finds cached) the control plane binaries before pytest starts, so a cold build is not
-# cut short by a test timeout.
+# Builds (or finds cached) the control plane binaries and the real node's components (kubelet,
+# kube-proxy, CoreDNS, local-path-provisioner, their images) before pytest starts, so a cold build
+# is not cut short by a test timeout.
 build:
-	hack/cluster build
+	hack/cluster build --node
 	PYTHONPATH=hack python3 -m devtools build
 
 # The operator and server images from their Dockerfiles (buildah, or Docker where it answers), as
@@ -59,6 +60,10 @@ test-cluster: setup
 
 test-workload: setup system-deps
 	$(PY) -m pytest -m workload $(PYTEST_ARGS)
+
+# The real node: containerd, kubelet, kube-proxy, CoreDNS, local-path-provisioner (needs root).
+test-node: setup system-deps build
+	$(PY) -m pytest -m node $(PYTEST_ARGS)
 
 # The CRD is generated from the pydantic models; the chart ships a copy (tests fail on drift).
 crd: setup

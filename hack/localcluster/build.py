@@ -3,12 +3,14 @@
 Layout (``${XDG_CACHE_HOME:-~/.cache}/mlflow-operator``)::
 
     bin/<kubernetes version>/          kube-apiserver kube-controller-manager kube-scheduler kubectl
-                                       etcd kwok helm, one ``.<name>.version`` stamp per component
+                                       kubelet kube-proxy etcd kwok helm, one ``.<name>.version`` stamp
+                                       per component (the node's CoreDNS, provisioner and images:
+                                       node_build.py)
     bin/<kubernetes version>/crds/     gateway-api-<v>/{standard,experimental}/*.yaml
                                        prometheus-operator-<v>/monitoring.coreos.com_servicemonitors.yaml
     build/kubernetes-<version>/        the throwaway Go module (go.mod, cmd/etcd) and build.log
 
-The four Kubernetes binaries and etcd come out of ONE ``go build`` of a throwaway module that
+The Kubernetes binaries (control plane, kubectl, kubelet, kube-proxy) and etcd come out of ONE ``go build`` of a throwaway module that
 requires k8s.io/kubernetes and replaces each staging module (``k8s.io/api`` ...) with its
 published ``v0.<minor>.<patch>`` (the pattern kubernetes-sigs/scheduler-plugins uses). etcd is
 a three-line main calling ``go.etcd.io/etcd/server/v3/etcdmain`` at the version Kubernetes' own
@@ -34,7 +36,7 @@ from typing import Callable, Iterator
 
 from . import versions
 
-K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 ALL_BINARIES = K8S_BINARIES + ("etcd", "kwok", "helm")
 
 Log = Callable[[str], None]
@@ -259,7 +261,7 @@ def _install(built: Path, name: str, version_text: str) -> None:
 
 
 def _build_kubernetes(names: list[str], log: Log) -> None:
-    """kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd: one go build."""
+    """kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy and etcd: one go build."""
     work = cache_root() / "build" / f"kubernetes-{versions.KUBERNETES}"
     (work / "cmd" / "etcd").mkdir(parents=True, exist_ok=True)
     k8s = _mod_download("k8s.io/kubernetes", versions.KUBERNETES, work.parent)

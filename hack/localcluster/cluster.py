@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from . import build, certs, kubeconfig, kwok_stages, versions
+from . import build, certs, kubeconfig, kwok_stages, netns, node_build, versions
+from .node import NODE_IP, APISERVER_PORT, Node, NodeError
 from .processes import Process, free_port, group_members, stop_all, tail
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -99,6 +100,7 @@ class Cluster:
         ca: certs.CertificateAuthority | None = None,
         admin_cert: certs.KeyPair | None = None,
         detached: bool = False,
+        node: Node | None = None,
     ):
         self.kubeconfig = Path(kubeconfig)
         self.bin_dir = Path(bin_dir)
@@ -108,6 +110,7 @@ class Cluster:
         self.ca = ca
         self.admin_cert = admin_cert
         self.detached = detached
+        self.node = node  # the real node (start(node=True)), else None
         self._server = server
         self._stopped = False
         self._sa_dir: Path | None = None
@@ -317,9 +320,46 @@ class Cluster:
                 out.append(n["metadata"]["name"])
         return out
 
+    # ---------------------------------------------------------------- the real node
+    def load_image(self, archive: str | Path) -> list[str]:
+        """Import an OCI archive (`buildah push IMG oci-archive:FILE:REF`) into the node's
+        containerd; pods find it by REF with imagePullPolicy Never or IfNotPresent. Returns
+        the image names imported. Only for a cluster started with node=True."""
+        if self.node is None:
+            raise ClusterError("load_image needs a real node: start the cluster with localcluster.start(node=True)")
+        try:
+            return self.node.load_image(archive)
+        except NodeError as exc:
+            raise ClusterError(str(exc)) from exc
+
     # ---------------------------------------------------------------- lifecycle
     def alive(self) -> dict[str, bool]:
-        return {p.name: p.alive() for p in self.processes}
+        out = {p.name: p.alive() for p in self.processes}
+        if self.node is not None:
+            out.update(self.node.alive())
+        return out
+
+    def _teardown(self) -> list[str]:
+        """Stop the node's components, the control plane, then the node's namespaces; raise
+        ClusterError if anything is left. Returns the names that needed SIGKILL."""
+        problems = []
+        if self.node is not None:
+            try:
+                self.node.stop_components()
+            except Exception as exc:  # keep stopping the rest
+                problems.append(f"node components: {exc}")
+        killed = stop_all(self.processes)
+        left = [p.pid for p in self.processes if group_members(p.pid)]
+        if left:
+            problems.append(f"processes still running after stop: {left}")
+        if self.node is not None:
+            try:
+                self.node.destroy()
+            except NodeError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ClusterError("; ".join(problems))
+        return killed
 
     def stop(self, keep_workdir: bool | None = None) -> None:
         """Stop every process this cluster started (process groups, TERM then KILL) and remove
@@ -333,12 +373,9 @@ class Cluster:
             shutil.rmtree(self._sa_dir, ignore_errors=True)
         if not self.owned:
             return
-        killed = stop_all(self.processes)
+        killed = self._teardown()
         if killed:
             _log(f"had to SIGKILL: {', '.join(killed)}")
-        left = [p.pid for p in self.processes if group_members(p.pid)]
-        if left:
-            raise ClusterError(f"processes still running after stop: {left}")
         if keep_workdir is None:
             keep_workdir = os.environ.get("LOCALCLUSTER_KEEP") == "1"
         if self.workdir and not keep_workdir:
@@ -359,6 +396,7 @@ class Cluster:
             "bin_dir": str(self.bin_dir),
             "kubernetes": versions.KUBERNETES,
             "processes": [p.to_state() for p in self.processes],
+            "node": self.node.to_state() if self.node else None,
         }
 
     @classmethod
@@ -375,6 +413,7 @@ class Cluster:
             ca=certs.CertificateAuthority(pki) if (pki / "ca.crt").is_file() else None,
             admin_cert=certs.KeyPair(pki / "admin.crt", pki / "admin.key"),
             detached=True,
+            node=Node.from_state(state["node"], _log) if state.get("node") else None,
         )
 
 
@@ -437,24 +476,36 @@ def _insecure_healthz(port: int) -> int:
 
 def start(
     *,
-    fake_nodes: tuple[str, ...] = DEFAULT_FAKE_NODES,
-    timeout: float = 90.0,
+    fake_nodes: tuple[str, ...] | None = None,
+    node: bool = False,
+    timeout: float | None = None,
     detached: bool = False,
     log: Log = _log,
 ) -> Cluster:
     """Build (if needed) and start a control plane on 127.0.0.1 in a fresh temp dir; return when
     /readyz is ok, the default ServiceAccount exists and the fake nodes are Ready.
 
+    node=True: a real node too (see node.py): the control plane, containerd, the kubelet,
+    kube-proxy, CoreDNS and local-path-provisioner in a network namespace of the cluster's own;
+    the API server is reached through a forwarder on 127.0.0.1. No kwok nodes unless
+    `fake_nodes` names some (pods would be scheduled on them). Needs root.
+
     detached=True (for `hack/cluster up`): processes survive this Python process; otherwise they
     are stopped at exit, on SIGTERM/SIGHUP, and get SIGTERM from the kernel if it dies.
     Raises ClusterError (with the failing component's log tail) when anything fails."""
+    if fake_nodes is None:
+        fake_nodes = () if node else DEFAULT_FAKE_NODES
+    if timeout is None:
+        timeout = 240.0 if node else 90.0
     try:
         bin_dir = build.ensure(log)
+        if node:
+            node_build.ensure(log)
     except build.BuildError as exc:
-        raise ClusterError(f"could not build the control plane: {exc}") from exc
+        raise ClusterError(f"could not build the {'node' if node else 'control plane'}: {exc}") from exc
     for attempt in (1, 2):
         try:
-            return _start_once(bin_dir, fake_nodes, timeout, detached, log)
+            return _start_once(bin_dir, fake_nodes, timeout, detached, log, node)
         except ClusterError as exc:
             # Free ports are picked before the processes bind them; another process may take
             # one meanwhile. Try once more with fresh ports.
@@ -465,7 +516,8 @@ def start(
     raise AssertionError("unreachable")
 
 
-def _start_once(bin_dir: Path, fake_nodes: tuple[str, ...], timeout: float, detached: bool, log: Log) -> Cluster:
+def _start_once(bin_dir: Path, fake_nodes: tuple[str, ...], timeout: float, detached: bool, log: Log,
+                with_node: bool = False) -> Cluster:
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="localcluster-"))
     logs = workdir / "logs"
@@ -475,22 +527,33 @@ def _start_once(bin_dir: Path, fake_nodes: tuple[str, ...], timeout: float, deta
         _install_handlers()
         _LIVE.append(cluster)
     try:
-        phases = _start(cluster, bin_dir, workdir, fake_nodes, timeout, detached, log)
+        phases: dict[str, float] = {}
+        if with_node:
+            cluster.node = Node(workdir, detached=detached, log=log)
+            mark = time.monotonic()
+            cluster.node.create_namespaces()
+            phases["namespaces"] = time.monotonic() - mark
+        phases.update(_start(cluster, bin_dir, workdir, fake_nodes, timeout, detached, log))
+        if with_node:
+            phases.update(cluster.node.start(cluster, timeout=timeout))
     except BaseException as exc:
-        logs_hint = f" (logs kept in {logs})"
+        logs_hint = f" (logs kept in {logs}" + (f" and {cluster.node.dir / 'logs'})" if cluster.node else ")")
         try:
-            stop_all(cluster.processes)
+            cluster._teardown()
+        except ClusterError as stop_exc:
+            log(f"cleaning up after the failed start: {stop_exc}")
         finally:
             cluster._stopped = True
             if cluster in _LIVE:
                 _LIVE.remove(cluster)
-        if isinstance(exc, ClusterError):
+        if isinstance(exc, (ClusterError, NodeError)):
             raise ClusterError(str(exc) + logs_hint) from exc
         if isinstance(exc, (certs.CertError, OSError)):
-            raise ClusterError(f"could not start the control plane: {exc}{logs_hint}") from exc
+            raise ClusterError(f"could not start the {'node' if with_node else 'control plane'}: {exc}{logs_hint}") from exc
         raise
     detail = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
-    log(f"control plane ready in {time.monotonic() - t0:.1f}s ({detail}): {cluster.server} (kubeconfig {cluster.kubeconfig})")
+    what = f"control plane and node {cluster.node.name}" if cluster.node else "control plane"
+    log(f"{what} ready in {time.monotonic() - t0:.1f}s ({detail}): {cluster.server} (kubeconfig {cluster.kubeconfig})")
     return cluster
 
 
@@ -505,6 +568,7 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         phases[name] = now - mark
         mark = now
 
+    node = cluster.node
     pki = workdir / "pki"
     ca = certs.CertificateAuthority(pki)
     front_proxy_ca = certs.CertificateAuthority(pki / "front-proxy", "localcluster-front-proxy-ca")
@@ -512,7 +576,8 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
     jobs = {
         "serving": lambda: ca.issue(
             "apiserver", "kube-apiserver", client=False,
-            server_sans=("IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+            server_sans=("IP:127.0.0.1", f"IP:{SERVICE_IP}", *((f"IP:{NODE_IP}",) if node else ()),
+                         "DNS:localhost", "DNS:kubernetes",
                          "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
                          "DNS:kubernetes.default.svc.cluster.local"),
         ),
@@ -533,22 +598,46 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
     cluster.ca, cluster.admin_cert = ca, admin
 
     phase("certs")
-    etcd_port, peer_port, api_port, cm_port, sched_port = (free_port() for _ in range(5))
-    server = f"https://127.0.0.1:{api_port}"
+    logs = workdir / "logs"
+
+    def launch(name: str, argv: list[str]) -> Process:
+        exe = argv[0]
+        if node:  # the control plane lives in the node's network namespace
+            argv = ["/usr/bin/nsenter", f"--net={node.netns_path}", "--", *argv]
+        p = Process.start(name, argv, logs / f"{name}.log", die_with_parent=not detached, exe=exe)
+        cluster.processes.append(p)
+        return p
+
+    if node:
+        # Inside the namespace every port is free; the host reaches the API server through
+        # a forwarder on a free loopback port.
+        etcd_port, peer_port, api_port, cm_port, sched_port = 2379, 2380, APISERVER_PORT, 10257, 10259
+        bind = NODE_IP
+        internal_server = f"https://{NODE_IP}:{api_port}"
+        port_file = workdir / "forward.port"
+        fwd = Process.start("apiserver-forward", [
+            sys.executable, "-S", str(Path(__file__).with_name("forward.py")), f"--netns={node.netns_path}",
+            f"--target={NODE_IP}:{api_port}", f"--port-file={port_file}",
+        ], logs / "apiserver-forward.log", die_with_parent=not detached)
+        cluster.processes.append(fwd)
+        fwd_deadline = time.monotonic() + 10
+        while not port_file.is_file():
+            if not fwd.alive() or time.monotonic() > fwd_deadline:
+                raise ClusterError(f"the API server forwarder did not start: {tail(fwd.log)}")
+            time.sleep(0.02)
+        server = f"https://127.0.0.1:{int(port_file.read_text())}"
+    else:
+        etcd_port, peer_port, api_port, cm_port, sched_port = (free_port() for _ in range(5))
+        bind = "127.0.0.1"
+        server = internal_server = f"https://127.0.0.1:{api_port}"
     cluster._server = server
     kubeconfig.write(cluster.kubeconfig, kubeconfig.build(server, ca_file=ca.cert, cert_file=admin.cert, key_file=admin.key))
     kc = {}
     for name, pair in (("controller-manager", cm_cert), ("scheduler", sched_cert), ("kwok", kwok_cert)):
         kc[name] = kubeconfig.write(pki / f"{name}.kubeconfig",
-                                    kubeconfig.build(server, ca_file=ca.cert, cert_file=pair.cert, key_file=pair.key, user_name=name))
+                                    kubeconfig.build(internal_server, ca_file=ca.cert, cert_file=pair.cert, key_file=pair.key, user_name=name))
     (workdir / "kwok.yaml").write_text(kwok_stages.stages_yaml())
-    logs = workdir / "logs"
     b = lambda n: str(bin_dir / n)  # noqa: E731
-
-    def launch(name: str, argv: list[str]) -> Process:
-        p = Process.start(name, argv, logs / f"{name}.log", die_with_parent=not detached)
-        cluster.processes.append(p)
-        return p
 
     launch("etcd", [
         b("etcd"), "--name=localcluster", f"--data-dir={workdir / 'etcd'}",
@@ -560,16 +649,19 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
     apiserver = launch("kube-apiserver", [
         b("kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+        f"--bind-address={bind}", f"--advertise-address={bind}", f"--secure-port={api_port}",
         f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
         f"--client-ca-file={ca.cert}",
         f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
         f"--service-account-issuer={ISSUER}", f"--service-account-key-file={sa.cert}",
         f"--service-account-signing-key-file={sa.key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # Endpoints may not hold loopback addresses: keep the `kubernetes` Service without
-        # Endpoints rather than log a validation error every few seconds.
-        "--endpoint-reconciler-type=none",
+        # Endpoints may not hold loopback addresses: without a node, keep the `kubernetes`
+        # Service without Endpoints rather than log a validation error every few seconds.
+        # With one, pods reach the API server through it, as on any cluster.
+        f"--endpoint-reconciler-type={'lease' if node else 'none'}",
+        # The node is named, not resolvable: logs/exec/port-forward go to its InternalIP.
+        *(["--kubelet-preferred-address-types=InternalIP,Hostname"] if node else []),
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,"
         "DefaultTolerationSeconds,NodeRestriction,PodSecurity,Priority,ResourceQuota,RuntimeClass,"
@@ -627,18 +719,26 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         "--bind-address=127.0.0.1", f"--secure-port={sched_port}", "--leader-elect=false",
         f"--client-ca-file={ca.cert}", "--profiling=false", "--v=1",
     ])
-    kwok = launch("kwok", [
-        b("kwok"), f"--kubeconfig={kc['kwok']}", f"--config={workdir / 'kwok.yaml'}",
-        "--manage-all-nodes=false",
-        f"--manage-nodes-with-annotation-selector={kwok_stages.FAKE_NODE_ANNOTATION}={kwok_stages.FAKE_NODE_ANNOTATION_VALUE}",
-        f"--cidr={POD_CIDR}", f"--node-ip={FAKE_NODE_IP}", "--node-lease-duration-seconds=40",
-    ])
-    for node in fake_nodes:
-        status, body = api.request("POST", "/api/v1/nodes", kwok_stages.fake_node_manifest(node))
+    kwok = None
+    if fake_nodes or not node:
+        kwok = launch("kwok", [
+            b("kwok"), f"--kubeconfig={kc['kwok']}", f"--config={workdir / 'kwok.yaml'}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={kwok_stages.FAKE_NODE_ANNOTATION}={kwok_stages.FAKE_NODE_ANNOTATION_VALUE}",
+            f"--cidr={POD_CIDR}", f"--node-ip={FAKE_NODE_IP}", "--node-lease-duration-seconds=40",
+        ])
+    for fake in fake_nodes:
+        status, body = api.request("POST", "/api/v1/nodes", kwok_stages.fake_node_manifest(fake))
         if status not in (200, 201, 409):
-            raise ClusterError(f"creating fake node {node} failed: HTTP {status} {body[:500]}")
-    wait("kube-controller-manager /healthz", lambda: _insecure_healthz(cm_port) == 200, cm)
-    wait("kube-scheduler /healthz", lambda: _insecure_healthz(sched_port) == 200, sched)
+            raise ClusterError(f"creating fake node {fake} failed: HTTP {status} {body[:500]}")
+
+    def healthz(port: int) -> int:
+        if node:  # these ports exist only inside the namespace
+            return netns.call_in(node.netns_path, lambda: _insecure_healthz(port), timeout=10)
+        return _insecure_healthz(port)
+
+    wait("kube-controller-manager /healthz", lambda: healthz(cm_port) == 200, cm)
+    wait("kube-scheduler /healthz", lambda: healthz(sched_port) == 200, sched)
     wait(
         "the default ServiceAccount (controller-manager's serviceaccount controller)",
         lambda: api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
@@ -647,8 +747,8 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
     phase("controllers")
 
     def nodes_ready() -> bool:
-        for node in fake_nodes:
-            status, body = api.request("GET", f"/api/v1/nodes/{node}")
+        for fake in fake_nodes:
+            status, body = api.request("GET", f"/api/v1/nodes/{fake}")
             if status != 200:
                 return False
             conds = json.loads(body).get("status", {}).get("conditions") or []
@@ -656,6 +756,7 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
                 return False
         return True
 
-    wait(f"fake node(s) {', '.join(fake_nodes)} Ready (kwok)", nodes_ready, kwok)
-    phase("nodes")
+    if fake_nodes:
+        wait(f"fake node(s) {', '.join(fake_nodes)} Ready (kwok)", nodes_ready, kwok)
+        phase("nodes")
     return phases

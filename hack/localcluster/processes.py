@@ -48,7 +48,10 @@ class Process:
     popen: subprocess.Popen | None = field(default=None, repr=False)
 
     @classmethod
-    def start(cls, name: str, argv: list[str], log: Path, *, die_with_parent: bool, env: dict | None = None) -> "Process":
+    def start(cls, name: str, argv: list[str], log: Path, *, die_with_parent: bool, env: dict | None = None,
+              exe: str | None = None) -> "Process":
+        """exe: the program the pid runs once started, when argv[0] execs it (nsenter ... -- prog);
+        it guards signals against pid reuse."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             popen = subprocess.Popen(
@@ -61,7 +64,7 @@ class Process:
                 env=env,
                 cwd=log.parent,
             )
-        return cls(name=name, pid=popen.pid, log=log, exe=argv[0], popen=popen)
+        return cls(name=name, pid=popen.pid, log=log, exe=exe or argv[0], popen=popen)
 
     def alive(self) -> bool:
         if self.popen is not None:

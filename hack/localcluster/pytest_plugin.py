@@ -9,6 +9,13 @@ Registered in tests/conftest.py (``pytest_plugins = ["localcluster.pytest_plugin
   cannot be built or started, every test using it FAILS with the reason (it is never skipped).
 - ``namespace`` (function): a fresh, uniquely named namespace (its default ServiceAccount
   already exists), deleted after the test. Labelled ``mlflow-operator.dev/test=true``.
+- ``node_cluster`` (session): a second cluster with a REAL node (``start(node=True)``):
+  containerd, kubelet, kube-proxy, CoreDNS, local-path-provisioner (default StorageClass
+  ``local-path``); no kwok nodes. ``node_cluster.load_image(oci_archive)`` imports an image
+  into its containerd. Needs root; otherwise, or when it cannot be built or started, tests
+  using it FAIL with the reason. With ``MLFLOW_OPERATOR_TEST_KUBECONFIG`` set it is that
+  existing cluster (its nodes are real; load_image is not available there).
+- ``node_namespace`` (function): like ``namespace``, on ``node_cluster``.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import pytest
 
 from .build import BuildError
 from .cluster import Cluster, ClusterError, start
+from .node import requirements as node_requirements
 
 KUBECONFIG_ENV = "MLFLOW_OPERATOR_TEST_KUBECONFIG"
 TEST_NAMESPACE_LABEL = "mlflow-operator.dev/test"
@@ -74,8 +82,36 @@ def _namespace_name(request: pytest.FixtureRequest) -> str:
     return f"t-{base[: 63 - 3 - len(suffix) - 1].strip('-')}-{suffix}"
 
 
-@pytest.fixture
-def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def node_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    path = os.environ.get(KUBECONFIG_ENV)
+    if path:
+        try:
+            c = Cluster.existing(path)
+            c.kubectl("get", "--raw", "/readyz", timeout=30)
+        except ClusterError as exc:
+            pytest.fail(f"{KUBECONFIG_ENV}={path}: cluster not usable: {exc}", pytrace=False)
+        try:
+            yield c
+        finally:
+            c.stop()
+        return
+    missing = node_requirements()
+    if missing:
+        pytest.fail("a real node cannot run here; missing: " + "; ".join(missing), pytrace=False)
+    try:
+        with _uncaptured(request):
+            c = start(node=True)
+    except (ClusterError, BuildError) as exc:
+        pytest.fail(f"the local cluster with a real node could not be built or started: {exc}", pytrace=False)
+    try:
+        yield c
+    finally:
+        with _uncaptured(request):
+            c.stop()
+
+
+def _make_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     name = _namespace_name(request)
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("label", "namespace", name, f"{TEST_NAMESPACE_LABEL}=true")
@@ -88,6 +124,16 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _make_namespace(cluster, request)
+
+
+@pytest.fixture
+def node_namespace(node_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _make_namespace(node_cluster, request)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,12 @@ HELM = "v3.22.0"  # helm.sh/helm/v3
 GATEWAY_API = "v1.6.3"  # sigs.k8s.io/gateway-api (CRDs from config/crd); v1.7.0 needs Go 1.27
 PROMETHEUS_OPERATOR = "v0.85.0"  # github.com/prometheus-operator/prometheus-operator (ServiceMonitor CRD)
 
+# The real node (localcluster.start(node=True)): kubelet and kube-proxy come from KUBERNETES;
+# containerd, runc and the CNI plugins are Debian's (hack/system-deps).
+COREDNS = "v1.15.0"  # github.com/coredns/coredns (cluster DNS, run as a pod)
+LOCAL_PATH_PROVISIONER = "v0.0.30"  # github.com/rancher/local-path-provisioner (dynamic PVs, run as a pod)
+PAUSE = "3.10.1"  # TAG of build/pause in k8s.io/kubernetes KUBERNETES (the sandbox image, built from pause.c)
+
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:
     """k8s.io/kubernetes v1.35.4 -> staging modules (k8s.io/api, ...) v0.35.4."""
