@@ -376,7 +376,8 @@ class Node:
         self._wait("containerd's socket", lambda: self._ctr("version", check=False).returncode == 0, containerd, deadline)
         phase("containerd")
         for name, archive in node_build.ensure(self.log).items():
-            self.load_image(archive)
+            if name in node_build.PRELOADED:
+                self.load_image(archive)
         phase("images")
         kubelet = self._launch("kubelet", [
             str(bin_dir() / "kubelet"), f"--config={self.dir / 'kubelet.yaml'}",

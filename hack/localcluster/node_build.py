@@ -47,7 +47,11 @@ COREDNS_PLUGINS = (
 )
 
 GO_BINARIES = ("coredns", "local-path-provisioner")
-IMAGES = ("pause", "coredns", "local-path-provisioner", "busybox")
+IMAGES = ("pause", "coredns", "local-path-provisioner", "busybox", "kubectl")
+# Imported into every node at start (the rest, e.g. kubectl, by load_image when a test wants it).
+PRELOADED = ("pause", "coredns", "local-path-provisioner", "busybox")
+# Bump when an image's recipe (files, links, config) changes, so cached archives are rebuilt.
+IMAGE_RECIPE = "2"
 
 
 def image_ref(name: str) -> str:
@@ -56,6 +60,7 @@ def image_ref(name: str) -> str:
         "coredns": versions.COREDNS,
         "local-path-provisioner": versions.LOCAL_PATH_PROVISIONER,
         "busybox": "debian",
+        "kubectl": versions.KUBERNETES,
     }[name]
     return f"{IMAGE_PREFIX}/{name}:{tag}"
 
@@ -91,10 +96,13 @@ def _image_expected(name: str) -> str:
         inputs = src.read_bytes() if src else b"?"
     elif name == "busybox":
         inputs = BUSYBOX.read_bytes() if BUSYBOX.is_file() else b"?"
+    elif name == "kubectl":
+        exe = bin_dir() / "kubectl"
+        inputs = (exe.read_bytes() if exe.is_file() else b"?") + (BUSYBOX.read_bytes() if BUSYBOX.is_file() else b"?")
     else:
         exe = bin_dir() / name
         inputs = exe.read_bytes() if exe.is_file() else b"?"
-    return f"{image_ref(name)} {_sha(inputs)}"
+    return f"{image_ref(name)} {_sha(inputs, IMAGE_RECIPE.encode())}"
 
 
 def _current(stamp: Path, expected: str, artifact: Path) -> bool:
@@ -292,12 +300,15 @@ def _build_images(todo: list[str], log: Log) -> list[str]:
         elif name == "local-path-provisioner":
             _build_image("local-path-provisioner", {"/usr/bin/local-path-provisioner": bin_dir() / "local-path-provisioner"}, {},
                          ["--env", "PATH=/usr/bin:/bin", "--entrypoint", '["/usr/bin/local-path-provisioner"]'], log_file)
-        elif name == "busybox":
+        elif name in ("busybox", "kubectl"):
             if not BUSYBOX.is_file():
                 raise BuildError("Debian's busybox-static is needed for the provisioner's helper image (apt-get install busybox-static)")
             links = {f"/bin/{tool}": "busybox" for tool in _busybox_applets() if tool != "busybox"}
-            _build_image("busybox", {"/bin/busybox": BUSYBOX}, links,
-                         ["--env", "PATH=/bin", "--entrypoint", '["/bin/sh"]'], log_file)
+            files = {"/bin/busybox": BUSYBOX}
+            if name == "kubectl":  # a real client in a pod: in-cluster config, verifies the API's certificate
+                files["/usr/bin/kubectl"] = bin_dir() / "kubectl"
+            _build_image(name, files, links,
+                         ["--env", "PATH=/usr/bin:/bin", "--env", "HOME=/tmp", "--entrypoint", '["/bin/sh"]'], log_file)
         timings.append(f"image {name} {time.monotonic() - t:.1f}s")
         log(f"built image {image_ref(name)} -> {image_archive(name)} in {time.monotonic() - t:.1f}s")
     return timings

@@ -9,13 +9,15 @@ The test pods run Debian's busybox (the image the harness builds for the provisi
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,7 +62,7 @@ def pod(name: str, command: str, *, labels: dict | None = None, probe_port: int 
     container = {
         "name": "main", "image": BUSYBOX, "imagePullPolicy": "Never",
         "command": ["/bin/sh", "-c", command],
-        "securityContext": RESTRICTED_CONTAINER,
+        "securityContext": copy.deepcopy(RESTRICTED_CONTAINER),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *(mounts or [])],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
     }
@@ -71,7 +73,7 @@ def pod(name: str, command: str, *, labels: dict | None = None, probe_port: int 
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels or {"app": name}},
         "spec": {
-            "securityContext": RESTRICTED_POD,
+            "securityContext": copy.deepcopy(RESTRICTED_POD),
             "automountServiceAccountToken": token,
             "terminationGracePeriodSeconds": 1,
             "containers": [container],
@@ -123,14 +125,11 @@ def test_restricted_pod_ready_with_logs_and_exec(node_cluster, node_namespace):
         mounts=[{"name": "creds", "mountPath": "/etc/creds", "readOnly": True}],
     ))
     wait_ready(node_cluster, node_namespace, "web")
-    logs = wait_for("the probe's requests in the pod's log",
-                    lambda: (lambda out: out if "server starting" in out and "GET /index.html" in out else None)(
-                        node_cluster.kubectl("-n", node_namespace, "logs", "web", check=False).stdout), timeout=30)
-    assert "server starting" in logs
+    assert node_cluster.kubectl("-n", node_namespace, "logs", "web").stdout.splitlines()[0] == "server starting"
     out = sh(node_cluster, node_namespace, "web",
              "id -u; id -g; grep CapEff /proc/1/status; grep Seccomp: /proc/1/status; grep NoNewPrivs /proc/1/status; "
              "cat /etc/creds/password; echo; touch /rootfs-write 2>&1 || echo root-read-only; "
-             "stat -c %g /etc/creds/password").stdout.split("\n")
+             "stat -L -c %g /etc/creds/password").stdout.split("\n")
     assert out[0] == "10001" and out[1] == "10001", out
     assert out[2].split() == ["CapEff:", "0000000000000000"], out
     assert out[3].split() == ["Seccomp:", "2"], out  # filter mode: RuntimeDefault applied
@@ -138,6 +137,26 @@ def test_restricted_pod_ready_with_logs_and_exec(node_cluster, node_namespace):
     assert out[5] == "s3cr3t-value"
     assert "root-read-only" in "\n".join(out[6:]), out
     assert out[-2] == "10001", out  # fsGroup owns the Secret volume
+
+
+def test_port_forward_from_the_host(node_cluster, node_namespace):
+    """kubectl port-forward (host loopback -> API server -> kubelet -> containerd -> pod)."""
+    apply(node_cluster, node_namespace, pod(
+        "web", "mkdir -p /tmp/www && echo through-port-forward > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        probe_port=8080))
+    wait_ready(node_cluster, node_namespace, "web")
+    pf = subprocess.Popen(
+        [str(node_cluster.kubectl_path()), "--kubeconfig", str(node_cluster.kubeconfig), "-n", node_namespace,
+         "port-forward", "pod/web", ":8080"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = pf.stdout.readline()
+        m = re.search(r"127\.0\.0\.1:(\d+) -> 8080", line)
+        assert m, f"unexpected port-forward output: {line!r} {pf.stderr.read() if pf.poll() is not None else ''}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/index.html", timeout=10) as resp:
+            assert resp.read().decode().strip() == "through-port-forward"
+    finally:
+        pf.terminate()
+        pf.wait(timeout=10)
 
 
 def test_restricted_namespace_refuses_a_root_pod(node_cluster, node_namespace):
@@ -168,8 +187,10 @@ def test_dns_and_service_through_kube_proxy(node_cluster, node_namespace):
     answer = wait_for(f"{fqdn} resolved by CoreDNS", lambda: (lambda p: p.stdout if p.returncode == 0 and cluster_ip in p.stdout else None)(
         sh(node_cluster, ns, "client", f"nslookup {fqdn}", check=False)), timeout=30)
     assert cluster_ip in answer
+    # By its short name (the search path), through the Service's virtual IP (kube-proxy's rules).
+    # (busybox's static wget crashes with -T on a failed connect: `timeout` bounds it instead.)
     body = wait_for("the Service's answer through kube-proxy", lambda: (lambda p: p.stdout if "backend-says-hi" in p.stdout else None)(
-        sh(node_cluster, ns, "client", f"wget -q -T 5 -O - http://{cluster_ip}/index.html", check=False)), timeout=30)
+        sh(node_cluster, ns, "client", "timeout 10 wget -q -O - http://backend/index.html", check=False)), timeout=30)
     assert body.strip() == "backend-says-hi"
     # No forwarding to any resolver outside the cluster: an outside name does not resolve.
     outside = sh(node_cluster, ns, "client", "nslookup example.com", check=False)
@@ -177,18 +198,21 @@ def test_dns_and_service_through_kube_proxy(node_cluster, node_namespace):
 
 
 def test_pod_reaches_the_api_server_with_its_token(node_cluster, node_namespace):
+    """kubectl inside a restricted pod: in-cluster config, the `kubernetes` Service, the
+    ServiceAccount token, the API server's certificate checked against the mounted CA."""
     ns = node_namespace
-    apply(node_cluster, ns, pod("caller", "exec sleep 3600", token=True))
-    wait_ready(node_cluster, ns, "caller")
-    review = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-    out = sh(node_cluster, ns, "caller", textwrap.dedent(f"""\
-        t=/var/run/secrets/kubernetes.io/serviceaccount
-        wget -q -O - --no-check-certificate --header "Authorization: Bearer $(cat $t/token)" \\
-          --header 'Content-Type: application/json' --post-data '{review}' \\
-          https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews
-        """)).stdout
+    restricted_namespace(node_cluster, ns)
+    assert node_cluster.load_image(image_archive("kubectl")) == [image_ref("kubectl")]
+    caller = pod("caller", "exec kubectl auth whoami -o json", token=True)
+    caller["spec"]["restartPolicy"] = "Never"
+    caller["spec"]["containers"][0]["image"] = image_ref("kubectl")
+    apply(node_cluster, ns, caller)
+    wait_for("the pod to finish", lambda: node_cluster.kubectl(
+        "-n", ns, "get", "pod", "caller", "-o", "jsonpath={.status.phase}").stdout in ("Succeeded", "Failed"), timeout=90)
+    out = node_cluster.kubectl("-n", ns, "logs", "caller").stdout
     user = json.loads(out)["status"]["userInfo"]
     assert user["username"] == f"system:serviceaccount:{ns}:default", user
+    assert user["extra"]["authentication.kubernetes.io/node-name"] == [node_cluster.node.name]
     assert node_cluster.kubectl("get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}").stdout == "10.96.0.1"
 
 
