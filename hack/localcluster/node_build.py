@@ -19,6 +19,7 @@ Stdlib only (runs from `hack/cluster build --node` before any virtualenv exists)
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -89,20 +90,28 @@ def _sha(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+def _identity(path: Path) -> bytes:
+    """What changes when a (large) input file is replaced: size and mtime, not its bytes
+    (hashing ~200 MB of binaries on every start would cost seconds)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return b"?"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}".encode()
+
+
 def _image_expected(name: str) -> str:
-    """The stamp an image must carry: its ref plus a digest of what goes into it."""
+    """The stamp an image must carry: its ref, its recipe and what goes into it."""
     if name == "pause":
         src = _pause_source()
-        inputs = src.read_bytes() if src else b"?"
+        inputs = [src.read_bytes() if src else b"?"]
     elif name == "busybox":
-        inputs = BUSYBOX.read_bytes() if BUSYBOX.is_file() else b"?"
+        inputs = [_identity(BUSYBOX)]
     elif name == "kubectl":
-        exe = bin_dir() / "kubectl"
-        inputs = (exe.read_bytes() if exe.is_file() else b"?") + (BUSYBOX.read_bytes() if BUSYBOX.is_file() else b"?")
+        inputs = [_identity(bin_dir() / "kubectl"), _identity(BUSYBOX)]
     else:
-        exe = bin_dir() / name
-        inputs = exe.read_bytes() if exe.is_file() else b"?"
-    return f"{image_ref(name)} {_sha(inputs, IMAGE_RECIPE.encode())}"
+        inputs = [_identity(bin_dir() / name)]
+    return f"{image_ref(name)} {_sha(*inputs, IMAGE_RECIPE.encode())}"
 
 
 def _current(stamp: Path, expected: str, artifact: Path) -> bool:
@@ -184,6 +193,7 @@ def _build_local_path_provisioner(log: Log) -> None:
 
 
 # ---------------------------------------------------------------- images
+@functools.lru_cache(maxsize=1)
 def _pause_source() -> Path | None:
     root = Path(os.environ["GOMODCACHE"]) if os.environ.get("GOMODCACHE") else None
     if root is None:
