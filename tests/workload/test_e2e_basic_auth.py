@@ -37,7 +37,7 @@ print(json.dumps(out))
 
 
 def pod_session(pod: dict) -> tuple[requests.Session, str]:
-    """A client of one replica, at its pod IP (accepted as Host through $(POD_IP) in allowed hosts)."""
+    """A client of one replica, at its pod IP (accepted as Host: the entrypoint allows the pod IPs of MLFLOW_OPERATOR_POD_IPS)."""
     ip = pod["status"]["podIP"]
     session = requests.Session()
     session.headers["Host"] = f"{ip}:5000"

@@ -105,7 +105,7 @@ def test_scenario4_postgres_and_s3_direct(e2e):
     assert any(k.endswith(f"{out['run_id']}/artifacts/notes/notes.txt") for k in keys), keys
     assert any("/models/" in k and k.endswith("MLmodel") for k in keys), keys
     recheck(e2e, url, out["run_id"], **e2e.s3.env())
-    # each replica answers for the same data, at its pod IP (accepted as a Host: $(POD_IP) in allowed hosts)
+    # each replica answers for the same data, at its pod IP (accepted as a Host: the entrypoint allows MLFLOW_OPERATOR_POD_IPS)
     for pod in e2e.ready_pods("forecast"):
         assert_pod_serves_run(pod, out["run_id"])
 
