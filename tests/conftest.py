@@ -4,6 +4,7 @@
 - tests/cluster   -> `cluster`: the real control plane (hack/localcluster).
 - tests/workload  -> `workload`: real MLflow, PostgreSQL, S3 and NGINX processes.
 - tests/images    -> `images`: both images built from their Dockerfiles, run in real containers.
+- tests/node      -> `node`: the real node: the operator installed by its chart, examples on real pods.
 
 `make test-unit` runs `pytest -m unit`; CI runs every tier.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "cluster", "workload", "images")
+TIERS = ("unit", "cluster", "workload", "images", "node")
 
 # Shared fixtures from hack/ (on sys.path through pytest's `pythonpath`).
 pytest_plugins: list[str] = [

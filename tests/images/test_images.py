@@ -63,6 +63,9 @@ def test_operator_image_runs_as_10001_and_renders_with_its_packaged_templates(bu
     assert rc == 0, out
     kinds = {doc["kind"] for doc in yaml.safe_load_all(out) if doc}
     assert {"Deployment", "Service", "PersistentVolumeClaim"} <= kinds, out[-2000:]
+    # Kopf names its peering identity after the user when POD_ID is unset: the UID needs a name
+    rc, out = run(image, command=["python3", "-c", "import getpass, os; print(getpass.getuser(), os.environ['HOME'])"])
+    assert (rc, out.split()) == (0, ["mlflow-operator", "/tmp"]), out
 
 
 def _quickstart_containers() -> dict[str, dict]:
