@@ -62,7 +62,7 @@ test-workload: setup system-deps
 	$(PY) -m pytest -m workload $(PYTEST_ARGS)
 
 # The real node: containerd, kubelet, kube-proxy, CoreDNS, local-path-provisioner (needs root).
-test-node: setup system-deps build
+test-node: setup system-deps build images
 	$(PY) -m pytest -m node $(PYTEST_ARGS)
 
 # The CRD is generated from the pydantic models; the chart ships a copy (tests fail on drift).

@@ -4,6 +4,7 @@
 #
 #   server-image/install.sh VENV                    # venv + pinned requirements + entrypoint
 #   server-image/install.sh --entrypoint-only VENV  # (re)install only the entrypoint package
+#   server-image/install.sh --requirements-only VENV  # venv + pinned requirements (an image layer)
 #
 # The venv has no pip of its own: the invoking interpreter's pip installs into it (pip --python),
 # which keeps ~20 MB of installer out of the image. Env: PYTHON (default python3).
@@ -11,7 +12,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-python3}
 only_entrypoint=false
+only_requirements=false
 if [ "${1:-}" = "--entrypoint-only" ]; then only_entrypoint=true; shift; fi
+if [ "${1:-}" = "--requirements-only" ]; then only_requirements=true; shift; fi
 venv=${1:?usage: install.sh [--entrypoint-only] VENV}
 pip=("$py" -m pip --python "$venv/bin/python" install --no-cache-dir --disable-pip-version-check -q)
 
@@ -22,6 +25,7 @@ if [ "$only_entrypoint" = false ]; then
   # read-only container does not recompile every module on each start.
   "${pip[@]}" --no-deps -r "$here/requirements.lock"
 fi
+if [ "$only_requirements" = true ]; then exit 0; fi
 # Built from a copy: an in-tree build would leave build/ and *.egg-info in the source tree.
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
