@@ -127,13 +127,21 @@ class Real:
     cluster: Any
     namespace: str
     operator: InstalledOperator
-    postgres: Any
-    s3: Any
+    request: Any
     client_venv: Any
     workdir: Path
     _cleanup: list = field(default_factory=list)
     _services: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def postgres(self):
+        """hack/testservices' PostgreSQL, started on first use (the quickstart needs none)."""
+        return self.request.getfixturevalue("postgres")
+
+    @property
+    def s3(self):
+        return self.request.getfixturevalue("s3")
 
     def timed(self, what: str, fn):
         t0 = time.monotonic()
@@ -256,10 +264,10 @@ class Real:
 
 
 @pytest.fixture
-def real(node_cluster, installed_operator, postgres, s3, client_venv, tmp_path, request) -> Iterator[Real]:
+def real(node_cluster, installed_operator, client_venv, tmp_path, request) -> Iterator[Real]:
     name = "n-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:5]
     restricted_namespace(node_cluster, name)
-    helper = Real(node_cluster, name, installed_operator, postgres, s3, client_venv, tmp_path)
+    helper = Real(node_cluster, name, installed_operator, request, client_venv, tmp_path)
     try:
         yield helper
     finally:
