@@ -126,7 +126,7 @@ def test_scale_subresource_obeys_the_rules(crd, ns):
     refused = crd.kubectl("scale", "-n", namespace, "trackingserver/embedded", "--replicas=2", check=False)
     assert refused.returncode != 0
     assert RULES_BY_NAME["embedded-single-replica"].message in refused.stderr
-    external = make({"backendStore": DATABASE, "artifacts": {"destination": "s3://b"}}, name="external", namespace=namespace)
+    external = make({"backendStore": DATABASE, "artifacts": {"destination": "s3://bucket"}}, name="external", namespace=namespace)
     assert create(crd, external).returncode == 0
     crd.kubectl("scale", "-n", namespace, "mlts/external", "--replicas=3")
     replicas = crd.kubectl("get", "-n", namespace, "mlts/external", "-o", "jsonpath={.spec.replicas}")

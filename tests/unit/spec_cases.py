@@ -93,13 +93,16 @@ RULE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"backendStore": DATABASE, "artifacts": {"mode": "ArtifactsOnly", "destination": S3}},
         ["artifacts-only-no-backend"],
     ),
-    "split-with-sqlite": ({"artifacts": {"mode": "Split", "destination": S3}}, ["split-needs-database"]),
+    "split-sqlite-local-artifacts": (
+        {"artifacts": {"mode": "Split", "destination": "/data/artifacts"}},
+        ["split-embedded-shares-volume"],
+    ),
     "split-without-destination": (
         {"backendStore": DATABASE, "artifacts": {"mode": "Split"}},
         ["destination-required"],
     ),
     "artifacts-only-without-destination": ({"artifacts": {"mode": "ArtifactsOnly"}}, ["destination-required"]),
-    "destination-no-bucket": ({"artifacts": {"destination": "s3://"}}, ["destination-format"]),
+    "destination-no-bucket": ({"artifacts": {"destination": "s3:/bucket"}}, ["destination-format"]),
     "destination-ftp": ({"artifacts": {"destination": "ftp://host/dir"}}, ["destination-format"]),
     "destination-http": ({"artifacts": {"destination": "https://bucket.example.com/x"}}, ["destination-format"]),
     "destination-outside-volume": ({"artifacts": {"destination": "/tmp/artifacts"}}, ["destination-format"]),
@@ -145,7 +148,11 @@ RULE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "pdb-both-bounds": ({"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}, ["pdb-one-bound"]),
     "service-monitor-without-metrics": ({"metrics": {"serviceMonitor": {"enabled": True}}}, ["service-monitor-needs-metrics"]),
-    "reserved-env": ({"podTemplate": {"extraEnv": [{"name": "MLFLOW_OPERATOR_ROLE", "value": "x"}]}}, ["reserved-env"]),
+    "autoscaling-without-cpu-request": (
+        {"backendStore": DATABASE, "artifacts": {"destination": S3}, "autoscaling": {"maxReplicas": 3},
+         "resources": {"limits": {"memory": "1Gi"}}},
+        ["autoscaling-needs-cpu-request"],
+    ),
     "reserved-labels": ({"podTemplate": {"labels": {"app.kubernetes.io/name": "x"}}}, ["reserved-labels"]),
     "localhost-seccomp-without-profile": (
         {"podTemplate": {"securityContext": {"seccompProfile": {"type": "Localhost"}}}},
@@ -174,12 +181,12 @@ SCHEMA_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "secret-ref-without-key": (
         make({"backendStore": {"type": "Database", "uri": {"secretKeyRef": {"name": "db"}}}}),
         "spec.backendStore.uri.secretKeyRef.key",
-        "Field required",
+        "Required value",
     ),
     "unknown-field": (make({"replica": 2}), "spec.replica", "unknown field"),
-    "replicas-as-string": (make({"replicas": "2"}), "spec.replicas", "integer"),
+    "replicas-as-string": (make({"replicas": "2"}), "spec.replicas", "must be of type integer"),
     "negative-replicas": (make({"replicas": -1}), "spec.replicas", "greater than or equal to 0"),
-    "mode-wrong-case": (make({"artifacts": {"mode": "proxied"}}), "spec.artifacts.mode", "'Proxied'"),
+    "mode-wrong-case": (make({"artifacts": {"mode": "proxied"}}), "spec.artifacts.mode", 'supported values: "Proxied"'),
     "root-user": (
         make({"podTemplate": {"securityContext": {"runAsUser": 0}}}),
         "spec.podTemplate.securityContext.runAsUser",
@@ -190,11 +197,10 @@ SCHEMA_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "spec.podTemplate.securityContext.privileged",
         "unknown field",
     ),
-    "upload-size-not-binary": (make({"http": {"maxUploadSize": "5GB"}}), "spec.http.maxUploadSize", "pattern"),
-    "ingress-without-hosts": (make({"ingress": {"className": "nginx"}}), "spec.ingress.hosts", "Field required"),
+    "ingress-without-hosts": (make({"ingress": {"className": "nginx"}}), "spec.ingress.hosts", "Required value"),
     "seccomp-unconfined": (
         make({"podTemplate": {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}}),
         "spec.podTemplate.securityContext.seccompProfile.type",
-        "'RuntimeDefault'",
+        'Unsupported value: "Unconfined"',
     ),
 }

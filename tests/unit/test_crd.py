@@ -130,7 +130,9 @@ def test_defaults_enums_and_int_or_string():
     assert props["artifacts"]["properties"]["mode"]["default"] == "Proxied"
     assert props["storage"]["properties"]["accessModes"]["default"] == ["ReadWriteOnce"]
     assert props["resources"]["default"]["requests"] == {"cpu": "100m", "memory": "512Mi"}
-    assert props["resources"]["properties"]["limits"]["additionalProperties"] == {"x-kubernetes-int-or-string": True}
+    quantity = props["resources"]["properties"]["limits"]["additionalProperties"]
+    assert quantity["x-kubernetes-int-or-string"] is True and "type" not in quantity
+    assert "isQuantity" in quantity["x-kubernetes-validations"][0]["rule"]
     assert "default" not in props["image"]  # left out, the image follows operator upgrades
     assert "backendStore" not in spec.get("required", [])
     secret_ref = props["backendStore"]["properties"]["uri"]["properties"]["secretKeyRef"]

@@ -370,7 +370,7 @@ def test_embedded_sqlite_with_basic_auth_migrates_both_databases_in_the_pod():
 
 
 def test_external_backend_with_sqlite_auth_splits_the_migrations():
-    out = render(make({"backendStore": DATABASE, "artifacts": {"destination": "s3://b"}, "auth": {"type": "Basic"}}))
+    out = render(make({"backendStore": DATABASE, "artifacts": {"destination": "s3://bucket"}, "auth": {"type": "Basic"}}))
     assert env(container(one(out, "Job"), "migrate")) == {"MLFLOW_OPERATOR_BACKEND_STORE_URI": ("secret", "db", "uri")}
     deploy = one(out, "Deployment")
     assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["wait-for-backend", "migrate"]

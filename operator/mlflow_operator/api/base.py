@@ -7,12 +7,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-# Kubernetes object names (DNS-1123 subdomain) and Secret keys.
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+from .cel import checked, dns_label_rule, dns_subdomain_rule, matches, model_violations, refuse, string_rule
+
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+
+
+def _schema_rules(schema: dict[str, Any], model: type) -> None:
+    """A model's own `cel_rules` become its schema's x-kubernetes-validations."""
+    rules = model.__dict__.get("cel_rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [r.validation() for r in rules]
+
+
+# Names of Kubernetes objects (DNS-1123 subdomains) and Secret keys, as the API server checks them.
+ObjectName = checked(str, dns_subdomain_rule("Kubernetes object name", "team-db"), min_length=1, max_length=253)
+Dns1123Label = checked(str, dns_label_rule("DNS label", "team-a"), min_length=1, max_length=63)
+SecretKey = checked(
+    str,
+    string_rule(
+        "secret-key",
+        f"self.matches('{SECRET_KEY}')",
+        lambda v: matches(SECRET_KEY, v),
+        "must be a Secret key: letters, digits, '-', '_' and '.', such as uri or password",
+    ),
+    min_length=1,
+    max_length=253,
+)
 
 
 class ApiModel(BaseModel):
@@ -28,7 +51,16 @@ class ApiModel(BaseModel):
         frozen=True,
         # Types as the API server checks them: "3" is not an integer, "true" not a boolean.
         strict=True,
+        json_schema_extra=_schema_rules,
     )
+
+    @model_validator(mode="after")
+    def _cel_rules(self) -> "ApiModel":
+        # The same rules the CRD gives the API server for this object (see cel.py).
+        found = model_violations(self)
+        if found:
+            raise refuse(found)
+        return self
 
     def dump(self) -> dict[str, Any]:
         """The object as it appears in YAML: camelCase keys, unset optional fields left out."""
@@ -44,18 +76,8 @@ def section(model: type[BaseModel], description: str) -> Any:
 class SecretKeySelector(ApiModel):
     """A key of a Secret in the TrackingServer's namespace."""
 
-    name: str = Field(
-        description="Name of the Secret, in the TrackingServer's namespace.",
-        min_length=1,
-        max_length=253,
-        pattern=DNS_SUBDOMAIN,
-    )
-    key: str = Field(
-        description="Key in the Secret whose value is used.",
-        min_length=1,
-        max_length=253,
-        pattern=SECRET_KEY,
-    )
+    name: ObjectName = Field(description="Name of the Secret, in the TrackingServer's namespace.")
+    key: SecretKey = Field(description="Key in the Secret whose value is used.")
 
 
 class SecretValue(ApiModel):
@@ -70,6 +92,4 @@ class SecretValue(ApiModel):
 class LocalObjectReference(ApiModel):
     """A reference to an object by name in the TrackingServer's namespace."""
 
-    name: str = Field(
-        description="Name of the object.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
-    )
+    name: ObjectName = Field(description="Name of the object.")

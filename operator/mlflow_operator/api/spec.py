@@ -6,12 +6,39 @@ server) with the same check in Python (enforced by `render` without a cluster).
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field
 
 from ..constants import DEFAULT_IMAGE
-from .base import DNS_SUBDOMAIN, ApiModel, LocalObjectReference, SecretValue, section
+from .base import ApiModel, LocalObjectReference, ObjectName, SecretKey, SecretValue, section
+from .cel import (
+    DUPLICATE,
+    FORBIDDEN,
+    Rule,
+    cel_dns_subdomain,
+    cel_list,
+    cel_str,
+    checked,
+    dns_subdomain_rule,
+    is_dns_subdomain,
+    matches,
+    string_rule,
+)
+from .kubetypes import (
+    Affinity,
+    Annotations,
+    EnvVarSource,
+    Labels,
+    NamespaceName,
+    NetworkPolicyPeer,
+    NodeSelector,
+    PriorityClassName,
+    Resources,
+    Toleration,
+    TopologySpreadConstraint,
+)
+from .quantity import parse_quantity
 
 # Object store URIs MLflow reads and writes artifacts with: bucket or container is required.
 OBJECT_STORE_URI = r"^(s3|gs|wasbs|abfss)://[^/?#\s]+(/[^\s]*)?$"
@@ -21,22 +48,101 @@ HTTP_URL = r"^https?://[^/?#\s]+(/[^\s]*)?$"
 # A Kubernetes quantity in bytes, binary suffixes only (they map onto NGINX's k/m/g exactly).
 BYTE_QUANTITY = r"^(0|[1-9][0-9]*(Ki|Mi|Gi|Ti)?)$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+# Prometheus' duration syntax (prometheus-operator's Duration): units largest first, e.g. 1m30s.
+PROMETHEUS_DURATION = r"^(0|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$"
+# An image reference (the distribution/reference grammar): a registry only where it has a dot,
+# a port or is localhost; repository path components are lower case.
+_REGISTRY_PART = r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
+_REGISTRY = rf"(localhost(:[0-9]+)?|{_REGISTRY_PART}(\.{_REGISTRY_PART})+(:[0-9]+)?|{_REGISTRY_PART}:[0-9]+)"
+_PATH_PART = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = rf"^({_REGISTRY}/)?{_PATH_PART}(/{_PATH_PART})*(:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(@sha256:[a-f0-9]{{64}})?$"
+S3_URI = r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?$"
+GCS_URI = r"^gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/.*)?$"
+_AZURE_CLOUDS = r"core\.(windows\.net|chinacloudapi\.cn|usgovcloudapi\.net)"
+AZURE_URI = (
+    rf"^(wasbs://[a-z0-9]([-a-z0-9]{{1,61}}[a-z0-9])?@[a-z0-9]{{3,24}}\.blob\.{_AZURE_CLOUDS}|"
+    rf"abfss://[a-z0-9]([-a-z0-9]{{1,61}}[a-z0-9])?@[a-z0-9]{{3,24}}\.dfs\.{_AZURE_CLOUDS})(/.*)?$"
+)
+# Files and directories the operator keeps on the volume (SQLite, the auth database, FileStore).
+RESERVED_VOLUME_PATHS = r"^/data/(mlflow\.db|auth\.db|mlruns)(/.*)?$"
+DOT_SEGMENT = r"(^|/)\.\.?(/|$)"
+AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
+S3_COMPATIBLE_REGION = r"^[a-z0-9]+([-_][a-z0-9]+)*$"
+ALLOWED_HOST = r"^([-a-zA-Z0-9.*?]+|\[[0-9a-fA-F:.*]+\])(:([0-9]{1,5}|\*))?$"
+ORIGIN = r"^(\*|[a-z][-a-z0-9+.]*://[^/\s?#]+)$"
 
-Quantity = Union[int, str]  # becomes x-kubernetes-int-or-string in the CRD
-StringMap = dict[str, str]
-# Kubernetes objects we pass through to the pod spec unchanged (validated by the API server when
-# the Deployment is created): they are stored as-is, the CRD does not repeat their schema.
-Passthrough = dict[str, Any]
 
-
-def passthrough(description: str) -> Any:
-    return Field(
-        default=None,
-        description=description,
-        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+def _uri_rule(name: str, prefixes: tuple[str, ...], pattern: str, message: str) -> Rule:
+    starts = " || ".join(f"self.startsWith({cel_str(p)})" for p in prefixes)
+    return string_rule(
+        name,
+        f"!({starts}) || self.matches({cel_str(pattern)})",
+        lambda v: not v.startswith(prefixes) or matches(pattern, v),
+        message,
     )
+
+
+# Where artifacts go, as MLflow reads the URI; the scheme itself is checked per field (rules.py).
+ArtifactLocation = checked(
+    str,
+    _uri_rule(
+        "s3-bucket", ("s3://",), S3_URI,
+        "an s3:// URI starts with a bucket name (3 to 63 lower-case letters, digits, '.' and '-'), "
+        "such as s3://mlflow-artifacts/team-a; a server's host:port belongs in artifacts.s3.endpointUrl",
+    ),
+    _uri_rule(
+        "gcs-bucket", ("gs://",), GCS_URI,
+        "a gs:// URI starts with a bucket name (lower-case letters, digits, '-', '_' and '.'), such as "
+        "gs://mlflow-artifacts/team-a",
+    ),
+    _uri_rule(
+        "azure-account", ("wasbs://", "abfss://"), AZURE_URI,
+        "an Azure URI names the container and the storage account: "
+        "wasbs://<container>@<account>.blob.core.windows.net/<path> or "
+        "abfss://<container>@<account>.dfs.core.windows.net/<path>",
+    ),
+    string_rule(
+        "volume-path-inside",
+        f"!self.startsWith('/') || !self.matches({cel_str(DOT_SEGMENT)})",
+        lambda v: not v.startswith("/") or not matches(DOT_SEGMENT, v),
+        "a path on the volume must not have '.' or '..' segments: write a path under /data, "
+        "such as /data/artifacts",
+    ),
+    string_rule(
+        "volume-path-not-reserved",
+        f"!self.matches({cel_str(RESERVED_VOLUME_PATHS)})",
+        lambda v: not matches(RESERVED_VOLUME_PATHS, v),
+        "/data/mlflow.db, /data/auth.db and /data/mlruns hold the backend and auth stores: "
+        "store artifacts elsewhere, such as /data/artifacts",
+    ),
+    max_length=2048,
+)
+
+HostName = checked(
+    str,
+    string_rule(
+        "host-name",
+        f"size(self) <= 253 && self.matches({cel_str(HOSTNAME)}) && !self.matches('^[0-9.]+$')",
+        lambda v: len(v) <= 253 and matches(HOSTNAME, v) and not matches(r"^[0-9.]+$", v),
+        "must be a lower-case DNS name such as mlflow.team.example.com (a leading '*.' is "
+        "allowed; an IP address is not)",
+    ),
+    min_length=1,
+    max_length=253,
+)
+ImageReference = checked(
+    str,
+    string_rule(
+        "image-reference",
+        f"self.matches({cel_str(IMAGE_REFERENCE)})",
+        lambda v: matches(IMAGE_REFERENCE, v),
+        "must be an image reference such as ghcr.io/team/mlflow-server:3.18.0 or "
+        "registry.example.com/mlflow@sha256:<digest>: lower-case repository, no scheme (https://)",
+    ),
+    min_length=1,
+    max_length=512,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +194,27 @@ class BackendStore(ApiModel):
 class S3Settings(ApiModel):
     """Amazon S3 or an S3-compatible server (MinIO, Ceph RGW, ...)."""
 
+    cel_rules: ClassVar = (
+        Rule(
+            "s3-key-pair",
+            "has(self.accessKeyId) == has(self.secretAccessKey)",
+            "accessKeyId and secretAccessKey go together: set both, or neither to use the pod's "
+            "identity (e.g. IRSA)",
+            lambda s: (s.access_key_id is None) == (s.secret_access_key is None),
+            field="secretAccessKey",
+        ),
+        Rule(
+            "s3-region",
+            "!has(self.region) || self.region.matches(has(self.endpointUrl) ? "
+            f"{cel_str(S3_COMPATIBLE_REGION)} : {cel_str(AWS_REGION)})",
+            "region must be a region name such as eu-west-1 (with an S3-compatible endpointUrl: "
+            "the server's region name, such as us-east-1)",
+            lambda s: s.region is None
+            or matches(S3_COMPATIBLE_REGION if s.endpoint_url is not None else AWS_REGION, s.region),
+            field="region",
+        ),
+    )
+
     endpoint_url: str | None = Field(
         default=None,
         max_length=2048,
@@ -133,17 +260,6 @@ class AzureSettings(ApiModel):
     )
 
 
-class Resources(ApiModel):
-    """Compute resources of a container (as in a Pod spec)."""
-
-    requests: dict[str, Quantity] | None = Field(
-        default=None, max_length=16, description="Minimum resources, e.g. {cpu: 100m, memory: 512Mi}."
-    )
-    limits: dict[str, Quantity] | None = Field(
-        default=None, max_length=16, description="Maximum resources, e.g. {memory: 2Gi}."
-    )
-
-
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
 
 
@@ -170,18 +286,16 @@ class Artifacts(ApiModel):
         "endpoint; only the artifacts pods hold storage credentials. ArtifactsOnly: this "
         "server only proxies artifacts (`--artifacts-only`), it has no backend store.",
     )
-    destination: str | None = Field(
+    destination: Optional[ArtifactLocation] = Field(
         default=None,
-        max_length=2048,
         description="Proxied, Split and ArtifactsOnly: where the server stores artifacts "
         "(`--artifacts-destination`): s3://bucket/path, gs://bucket/path, "
         "wasbs://container@account.blob.core.windows.net/path, abfss://container@account.dfs."
         "core.windows.net/path, or a path under /data (the TrackingServer's volume). Required "
         "in Split and ArtifactsOnly modes; defaults to /data/artifacts in Proxied mode.",
     )
-    default_artifact_root: str | None = Field(
+    default_artifact_root: Optional[ArtifactLocation] = Field(
         default=None,
-        max_length=2048,
         description="Direct mode only, required there: the object store URI clients write to "
         "(`--default-artifact-root`), e.g. s3://bucket/mlflow.",
     )
@@ -206,26 +320,58 @@ class Artifacts(ApiModel):
 # --------------------------------------------------------------------------------------------
 
 
+def _positive_bytes(value: str) -> bool:
+    q = parse_quantity(value)
+    return q is not None and q > 0 and q.denominator == 1
+
+
+StorageSize = checked(
+    str,
+    string_rule(
+        "storage-size",
+        "isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).isInteger()",
+        _positive_bytes,
+        "must be a whole number of bytes greater than zero, such as 10Gi or 500Mi",
+    ),
+    max_length=32,
+)
+StorageClassName = checked(str, dns_subdomain_rule("StorageClass name", "fast-ssd"), min_length=1, max_length=253)
+AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
+AccessModes = checked(
+    list[AccessMode],
+    Rule(
+        "read-write-once-pod-alone",
+        "!('ReadWriteOncePod' in self) || size(self) == 1",
+        "ReadWriteOncePod cannot be combined with other access modes",
+        lambda modes: "ReadWriteOncePod" not in modes or len(modes) == 1,
+    ),
+    Rule(
+        "access-modes-once",
+        "self.all(m, self.exists_one(n, n == m))",
+        "lists each access mode once",
+        lambda modes: len(set(modes)) == len(modes),
+        reason=DUPLICATE,
+    ),
+    min_length=1,
+    max_length=3,
+)
+
+
 class Storage(ApiModel):
     """The TrackingServer's volume, mounted at /data, created only when something lives on it:
     an embedded backend store (SQLite, FileStore), local artifacts, or the SQLite auth database."""
 
-    size: str = Field(
+    size: StorageSize = Field(
         default="10Gi",
-        max_length=32,
-        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
         description="Requested size of the PersistentVolumeClaim. It can grow later if the "
         "storage class allows expansion, never shrink.",
     )
-    storage_class_name: str | None = Field(
+    storage_class_name: Optional[StorageClassName] = Field(
         default=None,
-        max_length=253,
         description="StorageClass of the claim; the cluster's default class when left out.",
     )
-    access_modes: list[Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]] = Field(
+    access_modes: AccessModes = Field(
         default_factory=lambda: ["ReadWriteOnce"],
-        min_length=1,
-        max_length=3,
         description="Access modes of the claim. Several replicas sharing local artifacts need "
         "ReadWriteMany; an embedded database always runs one replica.",
         json_schema_extra={"default": ["ReadWriteOnce"]},
@@ -235,13 +381,9 @@ class Storage(ApiModel):
 class AdminSecretRef(ApiModel):
     """A Secret holding the basic-auth admin's user name and password."""
 
-    name: str = Field(
-        description="Name of the Secret.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
-    )
-    username_key: str = Field(
-        default="username", max_length=253, description="Key of the user name."
-    )
-    password_key: str = Field(default="password", max_length=253, description="Key of the password.")
+    name: ObjectName = Field(description="Name of the Secret.")
+    username_key: SecretKey = Field(default="username", description="Key of the user name.")
+    password_key: SecretKey = Field(default="password", description="Key of the password.")
 
 
 class Auth(ApiModel):
@@ -267,13 +409,47 @@ class Auth(ApiModel):
     )
 
 
+UploadSize = checked(
+    int | str,
+    Rule(
+        "upload-size",
+        f"type(self) == int ? self >= 0 : self.matches({cel_str(BYTE_QUANTITY)})",
+        "must be a byte size with a binary suffix such as 5Gi, 512Mi or 64Ki, or 0 for unlimited",
+        lambda v: v >= 0 if isinstance(v, int) else matches(BYTE_QUANTITY, v),
+    ),
+    json_schema_extra={"maxLength": 16},
+)
+AllowedHost = checked(
+    str,
+    string_rule(
+        "allowed-host",
+        f"self.matches({cel_str(ALLOWED_HOST)})",
+        lambda v: matches(ALLOWED_HOST, v),
+        "must be a host name or pattern with an optional port, such as mlflow.example.com, "
+        "*.example.com or mlflow:5000, not a URL",
+    ),
+    min_length=1,
+    max_length=253,
+)
+CorsOrigin = checked(
+    str,
+    string_rule(
+        "cors-origin",
+        f"self.matches({cel_str(ORIGIN)})",
+        lambda v: matches(ORIGIN, v),
+        "must be an origin: scheme://host[:port] without a path, such as "
+        "https://notebooks.example.com (or *)",
+    ),
+    min_length=1,
+    max_length=2048,
+)
+
+
 class Http(ApiModel):
     """How clients reach the server over HTTP."""
 
-    max_upload_size: str = Field(
+    max_upload_size: UploadSize = Field(
         default="5Gi",
-        max_length=16,
-        pattern=BYTE_QUANTITY,
         description="Largest request body a client may send (model uploads), as a byte quantity "
         "(Ki, Mi, Gi, Ti; 0 = unlimited). The server refuses a larger body with 413 whatever the "
         "path (Ingress, HTTPRoute, LoadBalancer, in-cluster clients); it is also the NGINX "
@@ -299,47 +475,66 @@ class Http(ApiModel):
         "for them (a third less CPU per request, answers unchanged). It steps aside by itself for "
         "any MLflow code it was not reviewed against; false turns it off.",
     )
-    allowed_hosts: list[str] | None = Field(
+    allowed_hosts: Optional[list[AllowedHost]] = Field(
         default=None,
+        min_length=1,
         max_length=64,
         description="Host headers the server accepts (`--allowed-hosts`, DNS-rebinding "
         "protection; fnmatch patterns such as *.example.com). Default: the Ingress/HTTPRoute "
         "hosts, the Service's DNS names with and without :5000, the pod's IP, and localhost. "
         "Setting it replaces that list.",
-        json_schema_extra={"items": {"type": "string", "maxLength": 253}},
     )
-    cors_allowed_origins: list[str] | None = Field(
+    cors_allowed_origins: Optional[list[CorsOrigin]] = Field(
         default=None,
         max_length=64,
         description="Origins allowed to make cross-origin requests (`--cors-allowed-origins`). "
         "Default: https:// (and, without TLS, http://) of each Ingress/HTTPRoute host, so the "
         "web UI works. Setting it replaces that list.",
-        json_schema_extra={"items": {"type": "string", "maxLength": 2048}},
     )
+
+
+IngressClassName = checked(str, dns_subdomain_rule("IngressClass name", "nginx"), min_length=1, max_length=253)
+TlsSecretName = checked(str, dns_subdomain_rule("Secret name", "mlflow-tls"), min_length=1, max_length=253)
+API_GROUP = "(self == '' || " + cel_dns_subdomain("self") + ")"
+GatewayGroup = checked(
+    str,
+    string_rule(
+        "api-group",
+        API_GROUP,
+        lambda v: v == "" or is_dns_subdomain(v),
+        "must be an API group such as gateway.networking.k8s.io, without a version",
+    ),
+    max_length=253,
+)
+KIND_NAME = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+GatewayKind = checked(
+    str,
+    string_rule("kind", f"self.matches({cel_str(KIND_NAME)})", lambda v: matches(KIND_NAME, v),
+                "must be a kind such as Gateway or ListenerSet"),
+    min_length=1,
+    max_length=63,
+)
+SectionName = checked(str, dns_subdomain_rule("listener name", "https"), min_length=1, max_length=253)
 
 
 class IngressSpec(ApiModel):
     """A Kubernetes Ingress in front of the server."""
 
-    class_name: str | None = Field(
+    class_name: Optional[IngressClassName] = Field(
         default=None,
-        max_length=253,
         description="IngressClass name, e.g. nginx. The cluster's default class when left out.",
     )
-    hosts: list[str] = Field(
+    hosts: list[HostName] = Field(
         min_length=1,
         max_length=16,
         description="Host names the Ingress answers for, e.g. [mlflow.team-a.example.com].",
-        json_schema_extra={"items": {"type": "string", "maxLength": 253, "pattern": HOSTNAME}},
     )
-    tls_secret_name: str | None = Field(
+    tls_secret_name: Optional[TlsSecretName] = Field(
         default=None,
-        max_length=253,
         description="A kubernetes.io/tls Secret for the hosts. HTTPS is served when set.",
     )
-    annotations: StringMap | None = Field(
+    annotations: Optional[Annotations] = Field(
         default=None,
-        max_length=64,
         description="Extra Ingress annotations (e.g. cert-manager's). The NGINX body size and "
         "timeout annotations are derived from spec.http; set here they win.",
     )
@@ -348,17 +543,15 @@ class IngressSpec(ApiModel):
 class ParentReference(ApiModel):
     """A Gateway (or ListenerSet) the HTTPRoute attaches to."""
 
-    name: str = Field(min_length=1, max_length=253, description="Name of the Gateway.")
-    namespace: str | None = Field(
-        default=None, max_length=63, description="Namespace of the Gateway; the route's own when left out."
+    name: ObjectName = Field(description="Name of the Gateway.")
+    namespace: Optional[NamespaceName] = Field(
+        default=None, description="Namespace of the Gateway; the route's own when left out."
     )
-    section_name: str | None = Field(
-        default=None, max_length=253, description="A listener of the Gateway, by name."
+    section_name: Optional[SectionName] = Field(default=None, description="A listener of the Gateway, by name.")
+    group: Optional[GatewayGroup] = Field(
+        default=None, description="API group of the parent (gateway.networking.k8s.io)."
     )
-    group: str | None = Field(
-        default=None, max_length=253, description="API group of the parent (gateway.networking.k8s.io)."
-    )
-    kind: str | None = Field(default=None, max_length=63, description="Kind of the parent (Gateway).")
+    kind: Optional[GatewayKind] = Field(default=None, description="Kind of the parent (Gateway).")
     port: int | None = Field(default=None, ge=1, le=65535, description="A listener port of the Gateway.")
 
 
@@ -368,11 +561,10 @@ class GatewaySpec(ApiModel):
     parent_refs: list[ParentReference] = Field(
         min_length=1, max_length=32, description="Gateways the route attaches to."
     )
-    hostnames: list[str] | None = Field(
+    hostnames: Optional[list[HostName]] = Field(
         default=None,
         max_length=16,
         description="Host names the route matches. All the Gateway's host names when left out.",
-        json_schema_extra={"items": {"type": "string", "maxLength": 253, "pattern": HOSTNAME}},
     )
     tls: bool = Field(
         default=True,
@@ -387,18 +579,15 @@ class ServiceSpec(ApiModel):
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         default="ClusterIP", description="Service type."
     )
-    annotations: StringMap | None = Field(
-        default=None, max_length=64, description="Extra annotations of the Service(s)."
-    )
+    annotations: Optional[Annotations] = Field(default=None, description="Extra annotations of the Service(s).")
 
 
 class ServiceAccountSpec(ApiModel):
     """The pods' ServiceAccount (<name>), created by the operator. Its API token is never
     mounted: the server does not talk to Kubernetes."""
 
-    annotations: StringMap | None = Field(
+    annotations: Optional[Annotations] = Field(
         default=None,
-        max_length=64,
         description="Annotations, e.g. eks.amazonaws.com/role-arn or "
         "iam.gke.io/gcp-service-account for cloud storage access without keys.",
     )
@@ -409,16 +598,25 @@ class ServiceAccountSpec(ApiModel):
 # --------------------------------------------------------------------------------------------
 
 
+PrometheusDuration = checked(
+    str,
+    string_rule(
+        "prometheus-duration",
+        f"self != '' && self.matches({cel_str(PROMETHEUS_DURATION)})",
+        lambda v: v != "" and matches(PROMETHEUS_DURATION, v),
+        "must be a Prometheus duration such as 30s, 1m or 1m30s",
+    ),
+    max_length=32,
+)
+
+
 class ServiceMonitorSpec(ApiModel):
     """A prometheus-operator ServiceMonitor scraping the Services' metrics port."""
 
     enabled: bool = Field(default=False, description="Create the ServiceMonitor (needs its CRD).")
-    interval: str = Field(
-        default="30s", pattern=r"^[0-9]+(ms|s|m|h)$", max_length=16, description="Scrape interval."
-    )
-    labels: StringMap | None = Field(
+    interval: PrometheusDuration = Field(default="30s", description="Scrape interval, e.g. 30s or 1m30s.")
+    labels: Optional[Labels] = Field(
         default=None,
-        max_length=32,
         description="Extra labels, e.g. the release label your Prometheus selects.",
     )
 
@@ -437,16 +635,34 @@ class Metrics(ApiModel):
     )
 
 
+def _int_or_percent(v: int | str) -> bool:
+    if isinstance(v, int):
+        return v >= 0
+    return matches(r"^[0-9]{1,3}%$", v) and int(v[:-1]) <= 100
+
+
+IntOrPercent = checked(
+    int | str,
+    Rule(
+        "int-or-percent",
+        "type(self) == int ? self >= 0 : (self.matches('^[0-9]{1,3}%$') && int(self.replace('%', '')) <= 100)",
+        "must be a number of pods (0 or more) or a percentage from 0% to 100%, such as 1 or 50%",
+        _int_or_percent,
+    ),
+    json_schema_extra={"maxLength": 4},
+)
+
+
 class PodDisruptionBudgetSpec(ApiModel):
     """A PodDisruptionBudget, created when more than one replica runs."""
 
     enabled: bool = Field(
         default=True, description="Create it whenever replicas > 1 or autoscaling is on."
     )
-    min_available: Quantity | None = Field(
+    min_available: Optional[IntOrPercent] = Field(
         default=None, description="Pods that must stay available (number or percentage)."
     )
-    max_unavailable: Quantity | None = Field(
+    max_unavailable: Optional[IntOrPercent] = Field(
         default=None,
         description="Pods that may be unavailable (number or percentage). Default 1 when "
         "neither this nor minAvailable is set.",
@@ -463,8 +679,9 @@ class Autoscaling(ApiModel):
         default=80,
         alias="targetCPUUtilizationPercentage",  # spelled as in autoscaling/v1
         ge=1,
-        le=100,
-        description="Average CPU utilization (of requests) to keep.",
+        le=10000,
+        description="Average CPU utilization to keep, in percent of the CPU request (may exceed "
+        "100 when pods may use more CPU than they request).",
     )
 
 
@@ -472,18 +689,30 @@ class NetworkPolicySpec(ApiModel):
     """A NetworkPolicy limiting who may connect to the pods' ports (5000, and 9090 with metrics)."""
 
     enabled: bool = Field(default=False, description="Create the NetworkPolicy.")
-    ingress_from: list[Passthrough] | None = Field(
+    ingress_from: Optional[list[NetworkPolicyPeer]] = Field(
         default=None,
         max_length=32,
         description="NetworkPolicyPeers allowed to connect (podSelector, namespaceSelector, "
         "ipBlock), e.g. your ingress controller's and Prometheus' namespaces. Pods of this "
         "namespace are always allowed. Kubelet probes are not affected.",
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
     )
 
 
 class SeccompProfile(ApiModel):
     """Seccomp profile; only the kinds the `restricted` Pod Security Standard allows."""
+
+    cel_rules: ClassVar = (
+        Rule(
+            "localhost-profile-relative",
+            f"!has(self.localhostProfile) || (!self.localhostProfile.startsWith('/') && "
+            f"!self.localhostProfile.matches({cel_str(DOT_SEGMENT)}))",
+            "localhostProfile must be a path relative to the kubelet's seccomp directory, without "
+            "'.' or '..' segments, such as profiles/mlflow.json",
+            lambda p: p.localhost_profile is None
+            or (not p.localhost_profile.startswith("/") and not matches(DOT_SEGMENT, p.localhost_profile)),
+            field="localhostProfile",
+        ),
+    )
 
     type: Literal["RuntimeDefault", "Localhost"] = Field(
         default="RuntimeDefault", description="RuntimeDefault or Localhost."
@@ -518,45 +747,135 @@ class PodSecurityOverrides(ApiModel):
     )
 
 
+# Variables the operator or the image's entrypoint sets, and where the spec sets them instead.
+# (MLFLOW_OPERATOR_* as a whole belongs to the operator; see OPERATOR_ENV_PREFIX.)
+OWNED_ENV: dict[str, str] = {
+    "POD_IP": "the operator sets it from the pod's IP",
+    "MLFLOW_BACKEND_STORE_URI": "set spec.backendStore.uri",
+    "MLFLOW_REGISTRY_STORE_URI": "set spec.backendStore.registryStoreUri",
+    "MLFLOW_ALLOW_FILE_STORE": "set spec.backendStore.type to FileStore",
+    "MLFLOW_DEFAULT_ARTIFACT_ROOT": "set spec.artifacts.defaultArtifactRoot",
+    "MLFLOW_ARTIFACTS_DESTINATION": "set spec.artifacts.destination",
+    "MLFLOW_SERVE_ARTIFACTS": "set spec.artifacts.mode",
+    "MLFLOW_ARTIFACTS_ONLY": "set spec.artifacts.mode",
+    "MLFLOW_HOST": "the server listens on all addresses, port 5000",
+    "MLFLOW_PORT": "the server listens on all addresses, port 5000",
+    "MLFLOW_WORKERS": "set spec.workers",
+    "MLFLOW_GUNICORN_OPTS": "set spec.workers and spec.http",
+    "MLFLOW_UVICORN_OPTS": "set spec.workers and spec.http",
+    "MLFLOW_EXPOSE_PROMETHEUS": "set spec.metrics.enabled",
+    "PROMETHEUS_MULTIPROC_DIR": "set spec.metrics.enabled",
+    "prometheus_multiproc_dir": "set spec.metrics.enabled",
+    "MLFLOW_SERVER_ALLOWED_HOSTS": "set spec.http.allowedHosts",
+    "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": "set spec.http.corsAllowedOrigins",
+    "MLFLOW_AUTH_CONFIG_PATH": "set spec.auth",
+    "MLFLOW_AUTH_ADMIN_USERNAME": "set spec.auth.adminSecretRef",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "set spec.auth.adminSecretRef",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "the operator generates it with spec.auth.type Basic",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY_FILE": "the operator generates it with spec.auth.type Basic",
+    "MLFLOW_S3_ENDPOINT_URL": "set spec.artifacts.s3.endpointUrl",
+    "MLFLOW_S3_IGNORE_TLS": "set spec.artifacts.s3.ignoreTls",
+    "AWS_DEFAULT_REGION": "set spec.artifacts.s3.region",
+    "AWS_REGION": "set spec.artifacts.s3.region",
+    "AWS_ACCESS_KEY_ID": "set spec.artifacts.s3.accessKeyId",
+    "AWS_SECRET_ACCESS_KEY": "set spec.artifacts.s3.secretAccessKey",
+    "GOOGLE_APPLICATION_CREDENTIALS": "set spec.artifacts.gcs.serviceAccountKey",
+    "AZURE_STORAGE_CONNECTION_STRING": "set spec.artifacts.azure.connectionString",
+    "AZURE_STORAGE_ACCESS_KEY": "set spec.artifacts.azure.accessKey",
+}
+OPERATOR_ENV_PREFIX = "MLFLOW_OPERATOR_"
+_OWNED_ENV_CEL = "{" + ", ".join(f"{cel_str(k)}: {cel_str(v)}" for k, v in OWNED_ENV.items()) + "}"
+
+EnvName = checked(
+    str,
+    string_rule(
+        "env-name",
+        f"self.matches({cel_str(ENV_NAME)})",
+        lambda v: matches(ENV_NAME, v),
+        "must be a variable name: letters, digits, '_', '-' and '.', not starting with a digit, "
+        "such as MLFLOW_S3_UPLOAD_EXTRA_ARGS",
+    ),
+    min_length=1,
+    max_length=253,
+)
+
+
 class EnvVar(ApiModel):
     """An extra environment variable (as in a Pod spec)."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME, description="Variable name.")
-    value: str | None = Field(default=None, max_length=32768, description="Literal value.")
-    value_from: Passthrough | None = passthrough(
-        "A source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."
+    cel_rules: ClassVar = (
+        Rule(
+            "env-operator-prefix",
+            f"!self.name.startsWith({cel_str(OPERATOR_ENV_PREFIX)})",
+            "MLFLOW_OPERATOR_* variables are set by the operator from the spec",
+            lambda e: not e.name.startswith(OPERATOR_ENV_PREFIX),
+            field="name",
+            reason=FORBIDDEN,
+            message_expression="self.name + ' is set by the operator from the spec (MLFLOW_OPERATOR_* variables are its own)'",
+            explain=lambda e: f"{e.name} is set by the operator from the spec (MLFLOW_OPERATOR_* variables are its own)",
+        ),
+        Rule(
+            "env-owned",
+            f"!(self.name in {cel_list(OWNED_ENV)})",
+            "this variable is set by the operator: set the spec field for it instead",
+            lambda e: e.name not in OWNED_ENV,
+            field="name",
+            reason=FORBIDDEN,
+            message_expression=f"self.name + ' is set by the operator: ' + {_OWNED_ENV_CEL}[self.name]",
+            explain=lambda e: f"{e.name} is set by the operator: {OWNED_ENV[e.name]}",
+        ),
+        Rule(
+            "env-one-value",
+            "!(has(self.value) && has(self.valueFrom))",
+            "value and valueFrom are mutually exclusive: set one of them",
+            lambda e: not (e.value is not None and e.value_from is not None),
+            field="valueFrom",
+            reason=FORBIDDEN,
+        ),
     )
+    name: EnvName = Field(description="Variable name.")
+    value: Optional[str] = Field(default=None, max_length=32768, description="Literal value.")
+    value_from: Optional[EnvVarSource] = Field(
+        default=None, description="A source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."
+    )
+
+
+_ENV_ONCE = "self.exists_one(f, f.name == e.name)"
+ExtraEnv = checked(
+    list[EnvVar],
+    Rule(
+        "env-once",
+        f"self.all(e, {_ENV_ONCE})",
+        "sets each variable once",
+        lambda env: len({e.name for e in env}) == len(env),
+        reason=DUPLICATE,
+        message_expression=f"self.filter(e, !{_ENV_ONCE})[0].name + ' is set twice: set each variable once'",
+        explain=lambda env: next(e.name for e in env if sum(f.name == e.name for f in env) > 1)
+        + " is set twice: set each variable once",
+    ),
+    max_length=64,
+)
 
 
 class PodTemplate(ApiModel):
     """Changes to the server pods; everything here applies to all the operator's pods."""
 
-    annotations: StringMap | None = Field(default=None, max_length=64, description="Extra pod annotations.")
-    labels: StringMap | None = Field(
+    annotations: Optional[Annotations] = Field(default=None, description="Extra pod annotations.")
+    labels: Optional[Labels] = Field(
         default=None,
-        max_length=64,
         description="Extra pod labels; app.kubernetes.io/* labels belong to the operator.",
     )
-    node_selector: StringMap | None = Field(
-        default=None, max_length=32, description="Node labels the pods must run on."
+    node_selector: Optional[NodeSelector] = Field(default=None, description="Node labels the pods must run on.")
+    tolerations: Optional[list[Toleration]] = Field(
+        default=None, max_length=32, description="Tolerations (as in a Pod spec)."
     )
-    tolerations: list[Passthrough] | None = Field(
-        default=None,
-        max_length=32,
-        description="Tolerations (as in a Pod spec).",
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    affinity: Optional[Affinity] = Field(default=None, description="Affinity (as in a Pod spec).")
+    topology_spread_constraints: Optional[list[TopologySpreadConstraint]] = Field(
+        default=None, max_length=16, description="Topology spread constraints (as in a Pod spec)."
     )
-    affinity: Passthrough | None = passthrough("Affinity (as in a Pod spec).")
-    topology_spread_constraints: list[Passthrough] | None = Field(
+    priority_class_name: Optional[PriorityClassName] = Field(default=None, description="PriorityClass.")
+    extra_env: Optional[ExtraEnv] = Field(
         default=None,
-        max_length=16,
-        description="Topology spread constraints (as in a Pod spec).",
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-    )
-    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass.")
-    extra_env: list[EnvVar] | None = Field(
-        default=None,
-        max_length=64,
         description="Extra environment variables of the server container, e.g. "
         "MLFLOW_S3_UPLOAD_EXTRA_ARGS. MLFLOW_OPERATOR_* variables come from the spec.",
     )
@@ -574,9 +893,8 @@ class TrackingServerSpec(ApiModel):
     """The desired MLflow tracking server. An empty spec runs the quickstart: one replica with
     SQLite and artifacts on a 10Gi volume, no authentication, a ClusterIP Service on port 5000."""
 
-    image: str | None = Field(
+    image: Optional[ImageReference] = Field(
         default=None,
-        max_length=512,
         description=f"Server image. Default: {DEFAULT_IMAGE} (the MLflow version this operator "
         "release pins; left out, it follows operator upgrades). The image must provide the "
         "`mlflow-entrypoint` command.",

@@ -1,14 +1,14 @@
 """The whole TrackingServer object, and loading one with errors that name the field."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
-
 from ..constants import API_VERSION, KIND
 from .base import ApiModel
+from .cel import RULES_ERROR, refuse
 from .rules import NAME_RULE, SPEC_RULES
 from .spec import TrackingServerSpec
 from .status import TrackingServerStatus
@@ -49,11 +49,7 @@ class TrackingServer(ApiModel):
         if not NAME_RULE.check(self.metadata.name):
             violations.insert(0, (NAME_RULE.field, NAME_RULE.message))
         if violations:
-            raise PydanticCustomError(
-                "trackingserver_rules",
-                "{summary}",
-                {"summary": "; ".join(f"{f}: {m}" for f, m in violations), "violations": violations},
-            )
+            raise refuse(violations)
         return self
 
 
@@ -74,35 +70,75 @@ class InvalidTrackingServer(ValueError):
         super().__init__("\n".join(str(e) for e in errors))
 
 
+# Fields whose values are maps: the next part of a location is a key, written [key] as the API
+# server writes it (spec.resources.requests[cpu]).
+MAP_FIELDS = {"requests", "limits", "labels", "annotations", "nodeSelector", "matchLabels"}
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     path = ""
+    previous: Any = None
     for part in loc:
-        if isinstance(part, int):
+        if part in ("int", "str") and previous is not None:
+            continue  # the member of an int-or-string union pydantic tried: not a field
+        if isinstance(part, int) or previous in MAP_FIELDS:
             path += f"[{part}]"
+        elif part == "[key]":
+            continue
         else:
             path += ("." if path else "") + str(part)
+        previous = part if not isinstance(part, int) and previous not in MAP_FIELDS else None
     return path or "(root)"
+
+
+def _quoted(value: Any) -> str:
+    return '"' + value + '"' if isinstance(value, str) else str(value)
+
+
+def _api_server_wording(err: dict[str, Any]) -> str:
+    """pydantic's message for a schema error, in the API server's words for the same check, so
+    that `render` and `kubectl apply` refuse a spec with the same sentence."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        return "Required value"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"Unsupported value: {_quoted(value)}: supported values: " + ", ".join(f'"{a}"' for a in allowed)
+    if kind == "greater_than_equal":
+        return f"should be greater than or equal to {ctx['ge']}"
+    if kind == "less_than_equal":
+        return f"should be less than or equal to {ctx['le']}"
+    if kind == "string_too_long":
+        return f"Too long: may not be more than {ctx['max_length']} bytes"
+    if kind == "string_too_short":
+        return f"should be at least {ctx['min_length']} chars long"
+    if kind == "too_short":
+        return f"should have at least {ctx['min_length']} items"
+    if kind == "too_long":
+        return f"must have at most {ctx['max_length']} items"
+    for python_type, api_type in (("int", "integer"), ("string", "string"), ("bool", "boolean"),
+                                  ("dict", "object"), ("list", "array"), ("model", "object")):
+        if kind in (f"{python_type}_type", f"{python_type}_attributes_type"):
+            return f"must be of type {api_type}"
+    return err["msg"]
 
 
 def _field_errors(exc: ValidationError) -> list[FieldError]:
     errors: list[FieldError] = []
     for err in exc.errors(include_url=False):
-        if err["type"] == "trackingserver_rules":
-            errors.extend(FieldError(f, m) for f, m in err["ctx"]["violations"])
-        elif err["type"] == "extra_forbidden":
-            errors.append(FieldError(_path(err["loc"]), "unknown field"))
+        if err["type"] == RULES_ERROR:
+            # A rule reports its own field, relative to where it sits (the object's location).
+            base = _path(err["loc"]) if err["loc"] else ""
+            for field, message in err["ctx"]["violations"]:
+                path = ".".join(p for p in (base, field) if p) or "(root)"
+                errors.append(FieldError(path, message))
         else:
-            errors.append(FieldError(_path(err["loc"]), err["msg"] + _got(err)))
+            error = FieldError(_path(err["loc"]), _api_server_wording(err))
+            if error not in errors:  # an int-or-string value reports once, not per union member
+                errors.append(error)
     return errors
-
-
-def _got(err: Any) -> str:
-    """The bad value, when it is a scalar: "Input should be 'Proxied' or 'Direct', got 'Proxie'"."""
-    value = err.get("input")
-    if err["type"] == "missing" or not isinstance(value, (str, int, float, bool)):
-        return ""
-    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-    return f", got {shown}"
 
 
 def load_trackingserver(obj: Any) -> TrackingServer:

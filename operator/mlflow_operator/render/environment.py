@@ -164,8 +164,10 @@ def storage_credentials_env(ts: TrackingServer) -> Env:
 _BINARY_SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 
 
-def byte_count(quantity: str) -> int:
-    """A binary byte quantity (spec.http.maxUploadSize: 5Gi, 512Mi, 0) in bytes."""
+def byte_count(quantity: int | str) -> int:
+    """A binary byte quantity (spec.http.maxUploadSize: 5Gi, 512Mi, 0, or an integer) in bytes."""
+    if isinstance(quantity, int):
+        return quantity
     suffix = quantity[-2:]
     if suffix in _BINARY_SUFFIXES:
         return int(quantity[:-2]) * _BINARY_SUFFIXES[suffix]

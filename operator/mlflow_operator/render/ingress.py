@@ -23,7 +23,7 @@ def nginx_annotations(ts: TrackingServer) -> dict[str, str]:
     http = ts.spec.http
     timeout = str(http.timeout_seconds)
     return {
-        NGINX + "proxy-body-size": nginx_size(http.max_upload_size),
+        NGINX + "proxy-body-size": nginx_size(str(http.max_upload_size)),
         NGINX + "proxy-read-timeout": timeout,
         NGINX + "proxy-send-timeout": timeout,
         # Stream uploads to the server instead of spooling whole models to the controller's disk.

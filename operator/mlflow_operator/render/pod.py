@@ -146,9 +146,12 @@ def pod_spec(
         spec["imagePullSecrets"] = [ref.dump() for ref in ts.spec.image_pull_secrets]
     optional = {
         "nodeSelector": template.node_selector,
-        "tolerations": template.tolerations,
-        "affinity": template.affinity,
-        "topologySpreadConstraints": template.topology_spread_constraints,
+        "tolerations": [t.dump() for t in template.tolerations] if template.tolerations is not None else None,
+        "affinity": template.affinity.dump() if template.affinity is not None else None,
+        "topologySpreadConstraints": (
+            [c.dump() for c in template.topology_spread_constraints]
+            if template.topology_spread_constraints is not None else None
+        ),
         "priorityClassName": template.priority_class_name,
     }
     spec.update({k: v for k, v in optional.items() if v is not None})
