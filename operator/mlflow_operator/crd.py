@@ -85,19 +85,12 @@ def model_schema(model: type) -> dict[str, Any]:
     return structural(raw, defs)
 
 
-def _validation(rule, with_field_path: bool) -> dict[str, Any]:
-    entry = {"rule": rule.cel, "message": rule.message}
-    if with_field_path:
-        entry["fieldPath"] = "." + rule.field
-    return entry
-
-
 def openapi_schema() -> dict[str, Any]:
     spec = model_schema(TrackingServerSpec)
     # No `default: {}` on spec itself: the API server checks a default against the rules as
     # written, without the nested defaults the rules rely on. A missing spec stays missing and
     # means the same as `spec: {}` (the models default it).
-    spec["x-kubernetes-validations"] = [_validation(rule, True) for rule in SPEC_RULES]
+    spec["x-kubernetes-validations"] = [rule.validation() for rule in SPEC_RULES]
     status = model_schema(TrackingServerStatus)
     return {
         "type": "object",
@@ -108,11 +101,15 @@ def openapi_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "mlflow-operator.dev/v1alpha1"},
             "kind": {"type": "string", "description": "TrackingServer"},
-            "metadata": {"type": "object"},
+            # `name` is declared so that the name rule can report it as its field (fieldPath).
+            "metadata": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "description": "The TrackingServer's name."}},
+            },
             "spec": spec,
             "status": status,
         },
-        "x-kubernetes-validations": [_validation(NAME_RULE, False)],
+        "x-kubernetes-validations": [NAME_RULE.validation()],
     }
 
 

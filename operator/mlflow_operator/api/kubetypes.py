@@ -291,7 +291,7 @@ RESOURCE_NAMES_RULE = Rule(
     f"self.all(k, {_RESOURCE_NAME_CEL})",
     f"one of the keys {RESOURCE_NAME_SENTENCE}",
     lambda m: all(_resource_name_ok(k) for k in m),
-    message_expression=f"'key ' + self.filter(k, !({_RESOURCE_NAME_CEL}))[0] + ' {RESOURCE_NAME_SENTENCE}'",
+    message_expression=f"'key ' + self.filter(k, !({_RESOURCE_NAME_CEL}))[0] + {cel_str(' ' + RESOURCE_NAME_SENTENCE)}",
     explain=lambda m: f"key {next(k for k in m if not _resource_name_ok(k))} {RESOURCE_NAME_SENTENCE}",
 )
 ResourceList = checked(dict[str, Quantity], RESOURCE_NAMES_RULE, max_length=16)

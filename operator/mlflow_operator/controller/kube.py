@@ -51,19 +51,44 @@ def resource(api_version: str, kind: str):
         return None
 
 
+class ChildRejected(Exception):
+    """The API server refused a child as invalid (422): a spec the TrackingServer's own validation
+    let through. The message names the child, its fields and the API server's words."""
+
+    def __init__(self, manifest: dict, exc: ApiException):
+        self.kind = manifest["kind"]
+        self.name = manifest["metadata"]["name"]
+        self.causes = [(c.get("field") or "", c.get("message") or "") for c in _status(exc).get("details", {}).get("causes") or []]
+        detail = "; ".join(f"{f}: {m}" if f else m for f, m in self.causes) or error_message(exc)
+        super().__init__(f"{self.kind} {self.name} was refused by the API server: {detail}")
+
+
 def apply(manifest: dict, field_manager: str = FIELD_MANAGER) -> dict:
     """Server-side apply; the operator owns every field it renders and takes them back from hand edits."""
     res = resource(manifest["apiVersion"], manifest["kind"])
     if res is None:
         raise ResourceNotFoundError(f"{manifest['apiVersion']} {manifest['kind']} is not served by this cluster")
-    result = dynamic_client().server_side_apply(
-        res,
-        body=manifest,
-        namespace=manifest["metadata"].get("namespace"),
-        field_manager=field_manager,
-        force_conflicts=True,
-    )
+    try:
+        result = dynamic_client().server_side_apply(
+            res,
+            body=manifest,
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+    except ApiException as exc:
+        if exc.status == 422:
+            raise ChildRejected(manifest, exc) from exc
+        raise
     return result.to_dict()
+
+
+def _status(exc: ApiException) -> dict:
+    try:
+        body = json.loads(exc.body)
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def error_message(exc: ApiException) -> str:

@@ -299,6 +299,11 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         requeue = 30
     except InvalidTrackingServer:
         raise
+    except kube.ChildRejected as rejected:
+        # Retried slowly: only a spec change (a new generation, handled at once) or a changed
+        # admission policy can make it pass.
+        observed.append(Condition("Reconciled", False, "ChildRejected", str(rejected)))
+        requeue = 60
     except ApiException as exc:
         observed.append(Condition("Reconciled", False, "ApiError", f"{exc.status} {exc.reason}: {kube.error_message(exc)}"))
         requeue = 15
