@@ -35,8 +35,8 @@ class Rule:
     name: str
     cel: str  # must evaluate to true for a valid value
     message: str  # a sentence naming what to write instead
+    field: str  # the field the message is about, relative to where the rule sits ("": itself)
     check: Callable[[Any], bool]  # Python twin of `cel`: True when valid
-    field: str = ""  # the field the message is about, relative to where the rule sits
     reason: str = INVALID
     # A CEL expression computing the message from the value (e.g. naming the bad key), and its
     # Python twin. Both fall back to `message`.
@@ -142,7 +142,14 @@ def cel_qualified_name(x: str) -> str:
 
 def string_rule(name: str, cel: str, check: Callable[[str], bool], message: str, reason: str = INVALID) -> Rule:
     """A rule on a string value (`self` is the string)."""
-    return Rule(name, cel, message, check, reason=reason)
+    return Rule(
+               name,
+               cel,
+               message,
+               "",
+               check,
+               reason=reason,
+           )
 
 
 def dns_subdomain_rule(what: str, example: str) -> Rule:
@@ -175,25 +182,27 @@ def map_keys_rule(name: str, key_ok_cel: str, key_ok: Callable[[str], bool], sen
     """Every key of a map obeys a rule; the message names the first key that does not.
     `sentence` follows "key '<key>' ", e.g. "is not a label key: ...". `key_ok_cel` reads `k`."""
     return Rule(
-        name,
-        f"self.all(k, {key_ok_cel})",
-        f"one of the keys {sentence}",
-        lambda m: all(key_ok(k) for k in m),
-        message_expression=f"'key ' + {_first_bad_key(key_ok_cel)} + ' {_cel_escape(sentence)}'",
-        explain=lambda m: f"key {next(k for k in m if not key_ok(k))} {sentence}",
-    )
+               name,
+               f"self.all(k, {key_ok_cel})",
+               f"one of the keys {sentence}",
+               "",
+               lambda m: all(key_ok(k) for k in m),
+               message_expression=f"'key ' + {_first_bad_key(key_ok_cel)} + ' {_cel_escape(sentence)}'",
+               explain=lambda m: f"key {next(k for k in m if not key_ok(k))} {sentence}",
+           )
 
 
 def map_values_rule(name: str, value_ok_cel: str, value_ok: Callable[[str], bool], sentence: str) -> Rule:
     """Every value of a map obeys a rule (`value_ok_cel` reads `self[k]`); the message names its key."""
     return Rule(
-        name,
-        f"self.all(k, {value_ok_cel})",
-        f"one of the values {sentence}",
-        lambda m: all(value_ok(v) for v in m.values()),
-        message_expression=f"'the value of ' + {_first_bad_key(value_ok_cel)} + ' {_cel_escape(sentence)}'",
-        explain=lambda m: f"the value of {next(k for k, v in m.items() if not value_ok(v))} {sentence}",
-    )
+               name,
+               f"self.all(k, {value_ok_cel})",
+               f"one of the values {sentence}",
+               "",
+               lambda m: all(value_ok(v) for v in m.values()),
+               message_expression=f"'the value of ' + {_first_bad_key(value_ok_cel)} + ' {_cel_escape(sentence)}'",
+               explain=lambda m: f"the value of {next(k for k, v in m.items() if not value_ok(v))} {sentence}",
+           )
 
 
 def _cel_escape(text: str) -> str:

@@ -71,13 +71,13 @@ PriorityClassName = checked(str, dns_subdomain_rule("PriorityClass name", "high-
 
 def _values_rule(set_ops: tuple[str, ...], no_values_ops: tuple[str, ...]) -> Rule:
     return Rule(
-        "selector-values",
-        f"self.operator in {cel_list(set_ops)} ? (has(self.values) && size(self.values) > 0) : "
+               "selector-values",
+               f"self.operator in {cel_list(set_ops)} ? (has(self.values) && size(self.values) > 0) : "
         f"(self.operator in {cel_list(no_values_ops)} ? (!has(self.values) || size(self.values) == 0) : true)",
-        f"operators {', '.join(set_ops)} need at least one value; {', '.join(no_values_ops)} take no values",
-        lambda r: (bool(r.values) if r.operator in set_ops else (not r.values if r.operator in no_values_ops else True)),
-        field="values",
-    )
+               f"operators {', '.join(set_ops)} need at least one value; {', '.join(no_values_ops)} take no values",
+               "values",
+               lambda r: (bool(r.values) if r.operator in set_ops else (not r.values if r.operator in no_values_ops else True)),
+           )
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -109,23 +109,23 @@ class Toleration(ApiModel):
             "toleration-exists-no-value",
             "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
             "a toleration with operator Exists matches any value: leave value out",
+            "value",
             lambda t: t.operator != "Exists" or not t.value,
-            field="value",
             reason=FORBIDDEN,
         ),
         Rule(
             "toleration-no-key-exists",
             "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
             "a toleration without a key must have operator Exists (it then tolerates every taint)",
+            "operator",
             lambda t: bool(t.key) or t.operator == "Exists",
-            field="operator",
         ),
         Rule(
             "toleration-seconds-no-execute",
             "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
             "tolerationSeconds only applies to effect NoExecute",
+            "tolerationSeconds",
             lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
-            field="tolerationSeconds",
             reason=FORBIDDEN,
         ),
     )
@@ -148,8 +148,8 @@ class NodeSelectorRequirement(ApiModel):
             "!(self.operator in ['Gt', 'Lt']) || (has(self.values) && size(self.values) == 1 && "
             "self.values[0].matches('^-?[0-9]+$'))",
             "operators Gt and Lt need exactly one value, an integer",
+            "values",
             lambda r: r.operator not in ("Gt", "Lt") or (r.values is not None and len(r.values) == 1 and matches(r"^-?[0-9]+$", r.values[0])),
-            field="values",
         ),
     )
     key: LabelKey = Field(description="The node label key.")
@@ -241,8 +241,8 @@ class TopologySpreadConstraint(ApiModel):
             "min-domains-do-not-schedule",
             "!has(self.minDomains) || self.whenUnsatisfiable == 'DoNotSchedule'",
             "minDomains only applies with whenUnsatisfiable DoNotSchedule",
+            "minDomains",
             lambda c: c.min_domains is None or c.when_unsatisfiable == "DoNotSchedule",
-            field="minDomains",
             reason=FORBIDDEN,
         ),
     )
@@ -264,6 +264,7 @@ Quantity = checked(
         "quantity",
         f"{cel_is_quantity('self')} && {cel_quantity('self')}.sign() >= 0",
         "must be a non-negative quantity such as 500m, 2, 512Mi or 1Gi",
+        "",
         lambda v: (q := parse_quantity(v)) is not None and q >= 0,
     ),
     json_schema_extra={"maxLength": 64},
@@ -287,13 +288,14 @@ RESOURCE_NAME_SENTENCE = (
     "extended resource such as nvidia.com/gpu (the volume's size is spec.storage.size)"
 )
 RESOURCE_NAMES_RULE = Rule(
-    "resource-names",
-    f"self.all(k, {_RESOURCE_NAME_CEL})",
-    f"one of the keys {RESOURCE_NAME_SENTENCE}",
-    lambda m: all(_resource_name_ok(k) for k in m),
-    message_expression=f"'key ' + self.filter(k, !({_RESOURCE_NAME_CEL}))[0] + {cel_str(' ' + RESOURCE_NAME_SENTENCE)}",
-    explain=lambda m: f"key {next(k for k in m if not _resource_name_ok(k))} {RESOURCE_NAME_SENTENCE}",
-)
+                          "resource-names",
+                          f"self.all(k, {_RESOURCE_NAME_CEL})",
+                          f"one of the keys {RESOURCE_NAME_SENTENCE}",
+                          "",
+                          lambda m: all(_resource_name_ok(k) for k in m),
+                          message_expression=f"'key ' + self.filter(k, !({_RESOURCE_NAME_CEL}))[0] + {cel_str(' ' + RESOURCE_NAME_SENTENCE)}",
+                          explain=lambda m: f"key {next(k for k in m if not _resource_name_ok(k))} {RESOURCE_NAME_SENTENCE}",
+                      )
 ResourceList = checked(dict[str, Quantity], RESOURCE_NAMES_RULE, max_length=16)
 
 
@@ -322,12 +324,10 @@ class Resources(ApiModel):
             "limits-above-requests",
             f"!has(self.requests) || !has(self.limits) || self.requests.all(k, {_LIMIT_OK})",
             "every limit must be at least its request",
+            "limits",
             lambda r: _limit_below_request(r) is None,
-            field="limits",
-            message_expression=(
-                "'limits.' + self.requests.filter(k, !(" + _LIMIT_OK + "))[0] + "
-                "' must be at least requests.' + self.requests.filter(k, !(" + _LIMIT_OK + "))[0]"
-            ),
+            message_expression="'limits.' + self.requests.filter(k, !(" + _LIMIT_OK + "))[0] + "
+                "' must be at least requests.' + self.requests.filter(k, !(" + _LIMIT_OK + "))[0]",
             explain=lambda r: f"limits.{_limit_below_request(r)} must be at least requests.{_limit_below_request(r)}",
         ),
     )
@@ -369,8 +369,8 @@ class ObjectFieldSelector(ApiModel):
             "fieldPath must be one of metadata.name, metadata.namespace, metadata.uid, "
             "metadata.labels['<key>'], metadata.annotations['<key>'], spec.nodeName, "
             "spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs",
+            "fieldPath",
             lambda f: matches(FIELD_PATHS, f.field_path),
-            field="fieldPath",
         ),
     )
 
@@ -384,8 +384,8 @@ class ResourceFieldSelector(ApiModel):
             f"self.resource.matches({cel_str(RESOURCE_FIELDS)})",
             "resource must be limits.<name> or requests.<name> of cpu, memory, ephemeral-storage or hugepages-<size>, "
             "such as limits.memory",
+            "resource",
             lambda f: matches(RESOURCE_FIELDS, f.resource),
-            field="resource",
         ),
     )
     resource: str = Field(max_length=64, description="limits.cpu, requests.memory, ...")
@@ -402,6 +402,7 @@ class EnvVarSource(ApiModel):
             "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
             "has(self.resourceFieldRef)].filter(x, x).size() == 1",
             "valueFrom must name exactly one source: secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef",
+            "",
             lambda s: sum(x is not None for x in (s.secret_key_ref, s.config_map_key_ref, s.field_ref, s.resource_field_ref)) == 1,
         ),
     )
@@ -451,8 +452,8 @@ class IPBlock(ApiModel):
             "!has(self.except) || !isCIDR(self.cidr) || self.except.all(e, isCIDR(e) && "
             "cidr(self.cidr).containsCIDR(e) && cidr(e).prefixLength() > cidr(self.cidr).prefixLength())",
             "every except entry must be a CIDR strictly inside cidr, such as 10.1.0.0/16 inside 10.0.0.0/8",
+            "except",
             _except_ok,
-            field="except",
         ),
     )
     cidr: Cidr = Field(description="Addresses allowed, e.g. 10.0.0.0/8.")
@@ -468,6 +469,7 @@ class NetworkPolicyPeer(ApiModel):
             "has(self.ipBlock) ? !(has(self.podSelector) || has(self.namespaceSelector)) : "
             "(has(self.podSelector) || has(self.namespaceSelector))",
             "a peer is either an ipBlock or a podSelector and/or namespaceSelector, and names at least one of them",
+            "",
             lambda p: (p.pod_selector is None and p.namespace_selector is None) if p.ip_block is not None
             else (p.pod_selector is not None or p.namespace_selector is not None),
         ),

@@ -13,17 +13,11 @@ are tested with has(). Lists and maps carry maxItems/maxProperties so the rules'
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
 
 from . import derived as d
 from .cel import REQUIRED, Rule
 from .cel import cel_str as _cel_str
 from .spec import HTTP_URL, OBJECT_STORE_URI, VOLUME_PATH, TrackingServerSpec
-
-
-def _rule(name: str, cel: str, message: str, field: str, check: Callable[[Any], bool], reason: str | None = None) -> Rule:
-    """A spec rule: `field` is relative to spec (the CRD's fieldPath)."""
-    return Rule(name, cel, message, check, field=field, **({"reason": reason} if reason else {}))
 
 
 # Reusable CEL fragments (parenthesized so they compose).
@@ -39,7 +33,7 @@ LOCAL_ARTIFACTS = (
 
 
 SPEC_RULES: tuple[Rule, ...] = (
-    _rule(
+    Rule(
         "embedded-single-replica",
         f"!({EMBEDDED} && self.replicas > 1)",
         "replicas must be at most 1 with an embedded backend store (SQLite or FileStore on the "
@@ -47,7 +41,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "replicas",
         lambda s: not (d.embedded_backend(s) and s.replicas > 1),
     ),
-    _rule(
+    Rule(
         "embedded-no-autoscaling",
         f"!({EMBEDDED} && has(self.autoscaling))",
         "autoscaling needs backendStore.type Database: an embedded backend store (SQLite or "
@@ -55,7 +49,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "autoscaling",
         lambda s: not (d.embedded_backend(s) and s.autoscaling is not None),
     ),
-    _rule(
+    Rule(
         "database-needs-uri",
         "!has(self.backendStore) || self.backendStore.type != 'Database' || has(self.backendStore.uri)",
         "backendStore.uri is required when backendStore.type is Database: a secretKeyRef to the "
@@ -63,7 +57,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "backendStore.uri",
         lambda s: s.backend_store is None or s.backend_store.type != "Database" or s.backend_store.uri is not None,
     ),
-    _rule(
+    Rule(
         "embedded-no-uri",
         "!has(self.backendStore) || self.backendStore.type == 'Database' || "
         "(!has(self.backendStore.uri) && !has(self.backendStore.registryStoreUri))",
@@ -74,7 +68,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         or s.backend_store.type == "Database"
         or (s.backend_store.uri is None and s.backend_store.registry_store_uri is None),
     ),
-    _rule(
+    Rule(
         "artifacts-only-no-backend",
         "self.artifacts.mode != 'ArtifactsOnly' || !has(self.backendStore)",
         "backendStore must be left out in ArtifactsOnly mode: an artifacts-only server has no "
@@ -82,7 +76,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "backendStore",
         lambda s: s.artifacts.mode != "ArtifactsOnly" or s.backend_store is None,
     ),
-    _rule(
+    Rule(
         "split-embedded-shares-volume",
         f"self.artifacts.mode != 'Split' || !{EMBEDDED} || !{LOCAL_ARTIFACTS} || "
         "'ReadWriteMany' in self.storage.accessModes",
@@ -94,7 +88,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         lambda s: s.artifacts.mode != "Split" or not d.embedded_backend(s) or not d.local_artifacts(s)
         or "ReadWriteMany" in s.storage.access_modes,
     ),
-    _rule(
+    Rule(
         "destination-required",
         "!(self.artifacts.mode in ['Split', 'ArtifactsOnly']) || has(self.artifacts.destination)",
         "artifacts.destination is required in Split and ArtifactsOnly modes: an object store URI "
@@ -102,7 +96,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "artifacts.destination",
         lambda s: s.artifacts.mode not in ("Split", "ArtifactsOnly") or s.artifacts.destination is not None,
     ),
-    _rule(
+    Rule(
         "destination-format",
         "!has(self.artifacts.destination) || "
         f"self.artifacts.destination.matches({_cel_str(OBJECT_STORE_URI)}) || "
@@ -115,7 +109,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         or bool(d.OBJECT_STORE_URI_RE.match(s.artifacts.destination))
         or bool(d.VOLUME_PATH_RE.match(s.artifacts.destination)),
     ),
-    _rule(
+    Rule(
         "direct-needs-root",
         "self.artifacts.mode != 'Direct' || has(self.artifacts.defaultArtifactRoot)",
         "artifacts.defaultArtifactRoot is required in Direct mode: the object store URI that "
@@ -123,7 +117,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "artifacts.defaultArtifactRoot",
         lambda s: s.artifacts.mode != "Direct" or s.artifacts.default_artifact_root is not None,
     ),
-    _rule(
+    Rule(
         "direct-no-destination",
         "self.artifacts.mode != 'Direct' || !has(self.artifacts.destination)",
         "artifacts.destination is not used in Direct mode, where clients write to "
@@ -131,7 +125,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "artifacts.destination",
         lambda s: s.artifacts.mode != "Direct" or s.artifacts.destination is None,
     ),
-    _rule(
+    Rule(
         "root-only-direct",
         "self.artifacts.mode == 'Direct' || !has(self.artifacts.defaultArtifactRoot)",
         "artifacts.defaultArtifactRoot is only used in Direct mode; in Proxied, Split and "
@@ -139,7 +133,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "artifacts.defaultArtifactRoot",
         lambda s: s.artifacts.mode == "Direct" or s.artifacts.default_artifact_root is None,
     ),
-    _rule(
+    Rule(
         "root-format",
         "!has(self.artifacts.defaultArtifactRoot) || "
         f"self.artifacts.defaultArtifactRoot.matches({_cel_str(OBJECT_STORE_URI)})",
@@ -149,7 +143,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         lambda s: s.artifacts.default_artifact_root is None
         or bool(d.OBJECT_STORE_URI_RE.match(s.artifacts.default_artifact_root)),
     ),
-    _rule(
+    Rule(
         "split-only-settings",
         "self.artifacts.mode == 'Split' || "
         "(!has(self.artifacts.replicas) && !has(self.artifacts.resources))",
@@ -159,7 +153,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         lambda s: s.artifacts.mode == "Split"
         or (s.artifacts.replicas is None and s.artifacts.resources is None),
     ),
-    _rule(
+    Rule(
         "s3-endpoint-format",
         "!has(self.artifacts.s3) || !has(self.artifacts.s3.endpointUrl) || "
         f"self.artifacts.s3.endpointUrl.matches({_cel_str(HTTP_URL)})",
@@ -170,7 +164,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         or s.artifacts.s3.endpoint_url is None
         or bool(d.HTTP_URL_RE.match(s.artifacts.s3.endpoint_url)),
     ),
-    _rule(
+    Rule(
         "shared-volume",
         f"{EMBEDDED} || !{LOCAL_ARTIFACTS} || 'ReadWriteMany' in self.storage.accessModes || "
         "!(self.artifacts.mode == 'Split' ? "
@@ -182,7 +176,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         or not d.local_artifacts_on_many_pods(s)
         or "ReadWriteMany" in s.storage.access_modes,
     ),
-    _rule(
+    Rule(
         "auth-shared-database",
         f"self.auth.type != 'Basic' || has(self.auth.databaseUri) || !{MANY_TRACKING_PODS}",
         "auth.databaseUri is required for basic auth with more than one replica or autoscaling: "
@@ -190,7 +184,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "auth.databaseUri",
         lambda s: not d.basic_auth(s) or s.auth.database_uri is not None or not d.tracking_pods_may_be_many(s),
     ),
-    _rule(
+    Rule(
         "auth-tracking-only",
         "self.auth.type != 'Basic' || !(self.artifacts.mode in ['Split', 'ArtifactsOnly'])",
         "auth.type Basic needs artifacts.mode Proxied or Direct: MLflow's basic auth checks artifact "
@@ -199,28 +193,28 @@ SPEC_RULES: tuple[Rule, ...] = (
         "auth.type",
         lambda s: not d.basic_auth(s) or s.artifacts.mode not in ("Split", "ArtifactsOnly"),
     ),
-    _rule(
+    Rule(
         "auth-settings-need-basic",
         "self.auth.type == 'Basic' || (!has(self.auth.adminSecretRef) && !has(self.auth.databaseUri))",
         "auth.adminSecretRef and auth.databaseUri are only used with auth.type Basic",
         "auth.type",
         lambda s: d.basic_auth(s) or (s.auth.admin_secret_ref is None and s.auth.database_uri is None),
     ),
-    _rule(
+    Rule(
         "one-exposure",
         "!(has(self.ingress) && has(self.gateway))",
         "ingress and gateway are mutually exclusive: expose the server through one of them",
         "ingress",
         lambda s: not (s.ingress is not None and s.gateway is not None),
     ),
-    _rule(
+    Rule(
         "autoscaling-range",
         "!has(self.autoscaling) || self.autoscaling.maxReplicas >= self.autoscaling.minReplicas",
         "autoscaling.maxReplicas must be greater than or equal to autoscaling.minReplicas",
         "autoscaling.maxReplicas",
         lambda s: s.autoscaling is None or s.autoscaling.max_replicas >= s.autoscaling.min_replicas,
     ),
-    _rule(
+    Rule(
         "pdb-one-bound",
         "!(has(self.podDisruptionBudget.minAvailable) && has(self.podDisruptionBudget.maxUnavailable))",
         "podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable are mutually "
@@ -231,23 +225,23 @@ SPEC_RULES: tuple[Rule, ...] = (
             and s.pod_disruption_budget.max_unavailable is not None
         ),
     ),
-    _rule(
+    Rule(
         "service-monitor-needs-metrics",
         "!self.metrics.serviceMonitor.enabled || self.metrics.enabled",
         "metrics.serviceMonitor.enabled needs metrics.enabled: true (it scrapes /metrics)",
         "metrics.serviceMonitor.enabled",
         lambda s: not s.metrics.service_monitor.enabled or s.metrics.enabled,
     ),
-    _rule(
+    Rule(
         "autoscaling-needs-cpu-request",
         "!has(self.autoscaling) || (has(self.resources.requests) && 'cpu' in self.resources.requests)",
         "autoscaling scales on CPU utilization, a percentage of the CPU request: set "
         "resources.requests.cpu (e.g. 500m)",
         "resources.requests",
         lambda s: s.autoscaling is None or "cpu" in (s.resources.requests or {}),
-        REQUIRED,
+        reason=REQUIRED,
     ),
-    _rule(
+    Rule(
         "reserved-labels",
         "!has(self.podTemplate.labels) || "
         "self.podTemplate.labels.all(k, !k.startsWith('app.kubernetes.io/'))",
@@ -256,7 +250,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "podTemplate.labels",
         lambda s: not any(k.startswith("app.kubernetes.io/") for k in s.pod_template.labels or {}),
     ),
-    _rule(
+    Rule(
         "localhost-seccomp-profile",
         "!has(self.podTemplate.securityContext) || !has(self.podTemplate.securityContext.seccompProfile) || "
         "(self.podTemplate.securityContext.seccompProfile.type == 'Localhost') == "
@@ -275,7 +269,7 @@ SPEC_RULES: tuple[Rule, ...] = (
 # labels, so the TrackingServer's name is stricter than a generic object name.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME_LENGTH = 40
-NAME_RULE = _rule(
+NAME_RULE = Rule(
     "name-format",
     f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches({_cel_str(NAME_PATTERN)})",
     f"metadata.name must be at most {MAX_NAME_LENGTH} characters of lowercase letters, digits and "

@@ -200,8 +200,8 @@ class S3Settings(ApiModel):
             "has(self.accessKeyId) == has(self.secretAccessKey)",
             "accessKeyId and secretAccessKey go together: set both, or neither to use the pod's "
             "identity (e.g. IRSA)",
+            "secretAccessKey",
             lambda s: (s.access_key_id is None) == (s.secret_access_key is None),
-            field="secretAccessKey",
         ),
         Rule(
             "s3-region",
@@ -209,9 +209,9 @@ class S3Settings(ApiModel):
             f"{cel_str(S3_COMPATIBLE_REGION)} : {cel_str(AWS_REGION)})",
             "region must be a region name such as eu-west-1 (with an S3-compatible endpointUrl: "
             "the server's region name, such as us-east-1)",
+            "region",
             lambda s: s.region is None
             or matches(S3_COMPATIBLE_REGION if s.endpoint_url is not None else AWS_REGION, s.region),
-            field="region",
         ),
     )
 
@@ -343,12 +343,14 @@ AccessModes = checked(
         "read-write-once-pod-alone",
         "!('ReadWriteOncePod' in self) || size(self) == 1",
         "ReadWriteOncePod cannot be combined with other access modes",
+        "",
         lambda modes: "ReadWriteOncePod" not in modes or len(modes) == 1,
     ),
     Rule(
         "access-modes-once",
         "self.all(m, self.exists_one(n, n == m))",
         "lists each access mode once",
+        "",
         lambda modes: len(set(modes)) == len(modes),
         reason=DUPLICATE,
     ),
@@ -415,6 +417,7 @@ UploadSize = checked(
         "upload-size",
         f"type(self) == int ? self >= 0 : self.matches({cel_str(BYTE_QUANTITY)})",
         "must be a byte size with a binary suffix such as 5Gi, 512Mi or 64Ki, or 0 for unlimited",
+        "",
         lambda v: v >= 0 if isinstance(v, int) else matches(BYTE_QUANTITY, v),
     ),
     json_schema_extra={"maxLength": 16},
@@ -647,6 +650,7 @@ IntOrPercent = checked(
         "int-or-percent",
         "type(self) == int ? self >= 0 : (self.matches('^[0-9]{1,3}%$') && int(self.replace('%', '')) <= 100)",
         "must be a number of pods (0 or more) or a percentage from 0% to 100%, such as 1 or 50%",
+        "",
         _int_or_percent,
     ),
     json_schema_extra={"maxLength": 4},
@@ -708,9 +712,9 @@ class SeccompProfile(ApiModel):
             f"!self.localhostProfile.matches({cel_str(DOT_SEGMENT)}))",
             "localhostProfile must be a path relative to the kubelet's seccomp directory, without "
             "'.' or '..' segments, such as profiles/mlflow.json",
+            "localhostProfile",
             lambda p: p.localhost_profile is None
             or (not p.localhost_profile.startswith("/") and not matches(DOT_SEGMENT, p.localhost_profile)),
-            field="localhostProfile",
         ),
     )
 
@@ -808,8 +812,8 @@ class EnvVar(ApiModel):
             "env-operator-prefix",
             f"!self.name.startsWith({cel_str(OPERATOR_ENV_PREFIX)})",
             "MLFLOW_OPERATOR_* variables are set by the operator from the spec",
+            "name",
             lambda e: not e.name.startswith(OPERATOR_ENV_PREFIX),
-            field="name",
             reason=FORBIDDEN,
             message_expression="self.name + ' is set by the operator from the spec (MLFLOW_OPERATOR_* variables are its own)'",
             explain=lambda e: f"{e.name} is set by the operator from the spec (MLFLOW_OPERATOR_* variables are its own)",
@@ -818,8 +822,8 @@ class EnvVar(ApiModel):
             "env-owned",
             f"!(self.name in {cel_list(OWNED_ENV)})",
             "this variable is set by the operator: set the spec field for it instead",
+            "name",
             lambda e: e.name not in OWNED_ENV,
-            field="name",
             reason=FORBIDDEN,
             message_expression=f"self.name + ' is set by the operator: ' + {_OWNED_ENV_CEL}[self.name]",
             explain=lambda e: f"{e.name} is set by the operator: {OWNED_ENV[e.name]}",
@@ -828,8 +832,8 @@ class EnvVar(ApiModel):
             "env-one-value",
             "!(has(self.value) && has(self.valueFrom))",
             "value and valueFrom are mutually exclusive: set one of them",
+            "valueFrom",
             lambda e: not (e.value is not None and e.value_from is not None),
-            field="valueFrom",
             reason=FORBIDDEN,
         ),
     )
@@ -847,6 +851,7 @@ ExtraEnv = checked(
         "env-once",
         f"self.all(e, {_ENV_ONCE})",
         "sets each variable once",
+        "",
         lambda env: len({e.name for e in env}) == len(env),
         reason=DUPLICATE,
         message_expression=f"self.filter(e, !{_ENV_ONCE})[0].name + ' is set twice: set each variable once'",
