@@ -76,9 +76,10 @@ def _field_path(path: str, field_path: str) -> str:
     return path + field_path if path else field_path.lstrip(".")
 
 
-def failures(schema: dict[str, Any], value: Any, path: str = "") -> list[tuple[str, str]]:
+def failures(schema: dict[str, Any], value: Any, path: str = "", broken: set[str] | None = None) -> list[tuple[str, str]]:
     """(path, message) of every rule of the schema that the (defaulted) value breaks, walking the
-    value as the API server does: rules of absent fields are not evaluated."""
+    value as the API server does: rules of absent fields are not evaluated. `broken` collects the
+    expressions of the rules that failed."""
     found: list[tuple[str, str]] = []
     for rule in schema.get("x-kubernetes-validations", []):
         if not bool(evaluate(rule["rule"], value)):
@@ -86,14 +87,27 @@ def failures(schema: dict[str, Any], value: Any, path: str = "") -> list[tuple[s
             if "messageExpression" in rule:
                 message = str(evaluate(rule["messageExpression"], value))
             found.append((_field_path(path, rule.get("fieldPath", "")), message))
+            if broken is not None:
+                broken.add(rule["rule"])
     if isinstance(value, dict):
         for name, prop in (schema.get("properties") or {}).items():
             if name in value:
-                found += failures(prop, value[name], f"{path}.{name}" if path else name)
+                found += failures(prop, value[name], f"{path}.{name}" if path else name, broken)
         if isinstance(schema.get("additionalProperties"), dict):
             for key, item in value.items():
-                found += failures(schema["additionalProperties"], item, f"{path}[{key}]")
+                found += failures(schema["additionalProperties"], item, f"{path}[{key}]", broken)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
-            found += failures(schema["items"], item, f"{path}[{i}]")
+            found += failures(schema["items"], item, f"{path}[{i}]", broken)
     return found
+
+
+def all_rules(schema: dict[str, Any]) -> set[str]:
+    """Every rule expression in a schema."""
+    rules = {r["rule"] for r in schema.get("x-kubernetes-validations", [])}
+    for child in (schema.get("properties") or {}).values():
+        rules |= all_rules(child)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            rules |= all_rules(schema[key])
+    return rules

@@ -13,8 +13,10 @@ from mlflow_operator.api import InvalidTrackingServer, load_trackingserver  # no
 
 from tests.corpus import INVALID, VALID  # noqa: E402
 
-from .kubernetes_cel import failures  # noqa: E402
+from .kubernetes_cel import all_rules, failures  # noqa: E402
+from .spec_cases import RULE_CASES  # noqa: E402
 from .test_cel_rules import SCHEMA, apply_defaults  # noqa: E402
+from .helpers import make  # noqa: E402
 
 SCHEMA_ERRORS = ("Required value", "Unsupported value", "should be", "should have", "must be of type", "unknown field",
                  "Too long", "must have at most")
@@ -52,3 +54,17 @@ def test_cel_refuses_what_render_refuses(case):
 @pytest.mark.parametrize("case", VALID, ids=lambda c: c.name)
 def test_cel_accepts_the_valid_corpus(case):
     assert cel_failures(case.object()) == []
+
+
+def test_every_rule_of_the_crd_refuses_some_spec():
+    """Each CEL rule in the CRD is broken by at least one invalid spec (the corpus, and the rule
+    cases of spec_cases.py), so each one is tested refusing as well as accepting."""
+    broken: set[str] = set()
+    objects = [c.object() for c in INVALID] + [make(spec) for spec, _ in RULE_CASES.values()]
+    for obj in objects:
+        try:
+            failures(SCHEMA, apply_defaults(SCHEMA, copy.deepcopy(obj)), broken=broken)
+        except Exception:
+            continue  # values of the wrong type: refused by the schema
+    untested = sorted(all_rules(SCHEMA) - broken)
+    assert untested == [], "rules no spec breaks:\n" + "\n".join(untested)
