@@ -50,7 +50,7 @@ def _contains_cidr(outer: Cidr, inner: Any) -> bool:
 FUNCTIONS = {
     "isQuantity": lambda s: celtypes.BoolType(parse_quantity(str(s)) is not None),
     "quantity": _quantity,
-    "sign": lambda q: celtypes.IntType((q.value > 0) - (q.value < 0)),
+    "isLessThan": lambda a, b: celtypes.BoolType(_compare(a, b) < 0),
     "compareTo": lambda a, b: celtypes.IntType(_compare(a, b)),
     "isGreaterThan": lambda a, b: celtypes.BoolType(_compare(a, b) > 0),
     "isInteger": lambda q: celtypes.BoolType(q.value.denominator == 1),

@@ -23,11 +23,11 @@ from typing import Annotated, Any, Callable
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-# Kubernetes' reasons for a CEL rule's error (x-kubernetes-validations[].reason).
+# Kubernetes' reasons for a CEL rule's error (x-kubernetes-validations[].reason). Not
+# FieldValueDuplicate: the API server then prints "Duplicate value" without the message.
 INVALID = "FieldValueInvalid"
 FORBIDDEN = "FieldValueForbidden"
 REQUIRED = "FieldValueRequired"
-DUPLICATE = "FieldValueDuplicate"
 
 
 @dataclass(frozen=True)

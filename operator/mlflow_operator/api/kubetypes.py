@@ -86,7 +86,7 @@ class LabelSelectorRequirement(ApiModel):
     cel_rules: ClassVar = (_values_rule(("In", "NotIn"), ("Exists", "DoesNotExist")),)
     key: LabelKey = Field(description="The label key.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="In, NotIn, Exists or DoesNotExist.")
-    values: Optional[list[LabelValue]] = Field(default=None, max_length=64, description="Values for In and NotIn.")
+    values: Optional[list[LabelValue]] = Field(default=None, max_length=16, description="Values for In and NotIn.")
 
 
 class LabelSelector(ApiModel):
@@ -94,7 +94,7 @@ class LabelSelector(ApiModel):
 
     match_labels: Optional[Labels] = Field(default=None, description="Labels that must all match.")
     match_expressions: Optional[list[LabelSelectorRequirement]] = Field(
-        default=None, max_length=16, description="Expressions that must all match."
+        default=None, max_length=8, description="Expressions that must all match."
     )
 
 
@@ -156,7 +156,7 @@ class NodeSelectorRequirement(ApiModel):
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
         description="In, NotIn, Exists, DoesNotExist, Gt or Lt."
     )
-    values: Optional[list[LabelValue]] = Field(default=None, max_length=64, description="Values of the expression.")
+    values: Optional[list[LabelValue]] = Field(default=None, max_length=16, description="Values of the expression.")
 
 
 class NodeSelectorTerm(ApiModel):
@@ -262,7 +262,7 @@ Quantity = checked(
     int | str,
     Rule(
         "quantity",
-        f"{cel_is_quantity('self')} && {cel_quantity('self')}.sign() >= 0",
+        f"{cel_is_quantity('self')} && !{cel_quantity('self')}.isLessThan(quantity('0'))",
         "must be a non-negative quantity such as 500m, 2, 512Mi or 1Gi",
         "",
         lambda v: (q := parse_quantity(v)) is not None and q >= 0,

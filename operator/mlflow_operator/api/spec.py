@@ -13,7 +13,6 @@ from pydantic import Field
 from ..constants import DEFAULT_IMAGE
 from .base import ApiModel, LocalObjectReference, ObjectName, SecretKey, SecretValue, section
 from .cel import (
-    DUPLICATE,
     FORBIDDEN,
     Rule,
     cel_dns_subdomain,
@@ -320,18 +319,23 @@ class Artifacts(ApiModel):
 # --------------------------------------------------------------------------------------------
 
 
+FRACTION_SUFFIX = r"[mun]$"  # milli-, micro-, nano-bytes: a slip for M or Mi
+
+
 def _positive_bytes(value: str) -> bool:
     q = parse_quantity(value)
-    return q is not None and q > 0 and q.denominator == 1
+    return q is not None and q > 0 and not matches(FRACTION_SUFFIX, value)
 
 
 StorageSize = checked(
     str,
     string_rule(
         "storage-size",
-        "isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).isInteger()",
+        "isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && "
+        f"!self.matches({cel_str(FRACTION_SUFFIX)})",
         _positive_bytes,
-        "must be a whole number of bytes greater than zero, such as 10Gi or 500Mi",
+        "must be a size in bytes greater than zero, such as 10Gi or 500Mi (m would mean thousandths "
+        "of a byte: write M or Mi)",
     ),
     max_length=32,
 )
@@ -352,7 +356,6 @@ AccessModes = checked(
         "lists each access mode once",
         "",
         lambda modes: len(set(modes)) == len(modes),
-        reason=DUPLICATE,
     ),
     min_length=1,
     max_length=3,
@@ -653,7 +656,7 @@ IntOrPercent = checked(
         "",
         _int_or_percent,
     ),
-    json_schema_extra={"maxLength": 4},
+    json_schema_extra={"maxLength": 16},
 )
 
 
@@ -695,7 +698,7 @@ class NetworkPolicySpec(ApiModel):
     enabled: bool = Field(default=False, description="Create the NetworkPolicy.")
     ingress_from: Optional[list[NetworkPolicyPeer]] = Field(
         default=None,
-        max_length=32,
+        max_length=16,
         description="NetworkPolicyPeers allowed to connect (podSelector, namespaceSelector, "
         "ipBlock), e.g. your ingress controller's and Prometheus' namespaces. Pods of this "
         "namespace are always allowed. Kubelet probes are not affected.",
@@ -850,13 +853,9 @@ ExtraEnv = checked(
     Rule(
         "env-once",
         f"self.all(e, {_ENV_ONCE})",
-        "sets each variable once",
+        "sets a variable twice: list each name once",
         "",
         lambda env: len({e.name for e in env}) == len(env),
-        reason=DUPLICATE,
-        message_expression=f"self.filter(e, !{_ENV_ONCE})[0].name + ' is set twice: set each variable once'",
-        explain=lambda env: next(e.name for e in env if sum(f.name == e.name for f in env) > 1)
-        + " is set twice: set each variable once",
     ),
     max_length=64,
 )

@@ -101,8 +101,6 @@ def _api_server_wording(err: dict[str, Any]) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "missing":
         return "Required value"
-    if kind == "extra_forbidden":
-        return "unknown field"
     if kind == "literal_error":
         allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         return f"Unsupported value: {_quoted(value)}: supported values: " + ", ".join(f'"{a}"' for a in allowed)
@@ -135,7 +133,9 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
                 path = ".".join(p for p in (base, field) if p) or "(root)"
                 errors.append(FieldError(path, message))
         else:
-            error = FieldError(_path(err["loc"]), _api_server_wording(err))
+            path = _path(err["loc"])
+            message = f'unknown field "{path}"' if err["type"] == "extra_forbidden" else _api_server_wording(err)
+            error = FieldError(path, message)
             if error not in errors:  # an int-or-string value reports once, not per union member
                 errors.append(error)
     return errors
