@@ -61,7 +61,7 @@ VALID_SPECS: dict[str, dict[str, Any]] = {
             "priorityClassName": "high",
             "extraEnv": [
                 {"name": "MLFLOW_S3_UPLOAD_EXTRA_ARGS", "value": '{"ServerSideEncryption": "AES256"}'},
-                {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}},
+                {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "x", "key": "token"}}},
             ],
             "securityContext": {
                 "runAsUser": 2000,
