@@ -20,16 +20,16 @@ def refused(body: dict) -> ApiException:
 def test_names_the_child_and_each_field():
     exc = refused({
         "kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
-        "message": 'Deployment.apps "team" is invalid: spec.template.metadata.annotations: Too long: must have at most 262144 bytes',
+        "message": 'Deployment.apps "team" is invalid: spec.template.annotations: Too long: may not be more than 262144 bytes',
         "details": {"name": "team", "kind": "Deployment", "causes": [
-            {"reason": "FieldValueTooLong", "message": "Too long: must have at most 262144 bytes",
-             "field": "spec.template.metadata.annotations"},
+            {"reason": "FieldValueTooLong", "message": "Too long: may not be more than 262144 bytes",
+             "field": "spec.template.annotations"},
         ]},
     })
     rejected = ChildRejected(DEPLOYMENT, exc)
     assert str(rejected) == ("Deployment team was refused by the API server: "
-                             "spec.template.metadata.annotations: Too long: must have at most 262144 bytes")
-    assert rejected.causes == [("spec.template.metadata.annotations", "Too long: must have at most 262144 bytes")]
+                             "spec.template.annotations: Too long: may not be more than 262144 bytes")
+    assert rejected.causes == [("spec.template.annotations", "Too long: may not be more than 262144 bytes")]
 
 
 def test_without_causes_the_api_servers_message_is_kept():
