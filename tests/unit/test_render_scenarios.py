@@ -419,7 +419,7 @@ def test_pod_overrides_reach_the_pods_without_touching_operator_fields():
     server = container(deploy)
     assert server["env"][-2:] == [
         {"name": "MLFLOW_S3_UPLOAD_EXTRA_ARGS", "value": '{"ServerSideEncryption": "AES256"}'},
-        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}},
+        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "x", "key": "token"}}},
     ]
     assert server["image"].startswith("registry.example.com/mlflow-server@sha256:")
     assert "app.kubernetes.io/version" not in deploy["metadata"]["labels"]  # a digest is no version
