@@ -79,18 +79,12 @@ def autoscaler(ts: TrackingServer) -> dict[str, Any]:
 
 
 def network_policy(ts: TrackingServer) -> dict[str, Any]:
-<<<<<<< HEAD
     """Only port 5000 (and the metrics port) of our pods, only from this namespace and the listed
     peers (Prometheus among them). Egress stays open: databases and object stores live anywhere."""
-    peers = [{"podSelector": {}}] + list(ts.spec.network_policy.ingress_from or [])
+    peers = [{"podSelector": {}}] + [peer.dump() for peer in ts.spec.network_policy.ingress_from or ()]
     ports = [{"protocol": "TCP", "port": HTTP_PORT_NAME}]
     if ts.spec.metrics.enabled:
         ports.append({"protocol": "TCP", "port": METRICS_PORT_NAME})
-=======
-    """Only port 5000 of our pods, only from this namespace and the listed peers. Egress stays
-    open: databases and object stores live anywhere."""
-    peers = [{"podSelector": {}}] + [peer.dump() for peer in ts.spec.network_policy.ingress_from or ()]
->>>>>>> 1128ba7 (API: rules on any node of the schema (cel.py: models' cel_rules, checked value types) with messageExpression/fieldPath/reason; pass-through Kubernetes types modelled (tolerations, affinity, topology spread, env sources, NetworkPolicy peers, resources with quantity rules); names, hosts, images, URIs, durations and sizes checked by sentences instead of patterns; render's schema errors in the API server's words)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
