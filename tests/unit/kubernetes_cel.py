@@ -82,6 +82,8 @@ def failures(schema: dict[str, Any], value: Any, path: str = "", broken: set[str
     expressions of the rules that failed."""
     found: list[tuple[str, str]] = []
     for rule in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" in rule["rule"]:
+            continue  # a transition rule: the API server evaluates it on updates only
         if not bool(evaluate(rule["rule"], value)):
             message = rule["message"]
             if "messageExpression" in rule:
@@ -104,7 +106,7 @@ def failures(schema: dict[str, Any], value: Any, path: str = "", broken: set[str
 
 def all_rules(schema: dict[str, Any]) -> set[str]:
     """Every rule expression in a schema."""
-    rules = {r["rule"] for r in schema.get("x-kubernetes-validations", [])}
+    rules = {r["rule"] for r in schema.get("x-kubernetes-validations", []) if "oldSelf" not in r["rule"]}
     for child in (schema.get("properties") or {}).values():
         rules |= all_rules(child)
     for key in ("items", "additionalProperties"):

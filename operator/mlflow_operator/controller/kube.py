@@ -51,16 +51,22 @@ def resource(api_version: str, kind: str):
         return None
 
 
-class ChildRejected(Exception):
+class ChildRejected(ApiException):
     """The API server refused a child as invalid (422): a spec the TrackingServer's own validation
-    let through. The message names the child, its fields and the API server's words."""
+    let through. The message names the child, its fields and the API server's words. Still an
+    ApiException (status, body), for callers that handle a refusal themselves (volumes.py)."""
 
     def __init__(self, manifest: dict, exc: ApiException):
+        super().__init__(status=exc.status, reason=exc.reason)
+        self.body, self.headers = exc.body, exc.headers
         self.kind = manifest["kind"]
         self.name = manifest["metadata"]["name"]
         self.causes = [(c.get("field") or "", c.get("message") or "") for c in _status(exc).get("details", {}).get("causes") or []]
         detail = "; ".join(f"{f}: {m}" if f else m for f, m in self.causes) or error_message(exc)
-        super().__init__(f"{self.kind} {self.name} was refused by the API server: {detail}")
+        self.message = f"{self.kind} {self.name} was refused by the API server: {detail}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def apply(manifest: dict, field_manager: str = FIELD_MANAGER) -> dict:
