@@ -1,6 +1,8 @@
-"""(Named test_operator_*: it starts the operator, which must not run before test_crd_on_apiserver,
-whose TrackingServers it would reconcile.) A spec the TrackingServer's validation lets through but a child's does not: status says which
+"""A spec the TrackingServer's validation lets through but a child's does not: status says which
 child, which field and what the API server said, with a Warning event, and a spec fix recovers.
+
+(Named test_operator_*: it starts the operator, which must not run before test_crd_on_apiserver,
+whose TrackingServers it would reconcile.)
 
 Pod annotations larger than 256 KiB in total are such a spec: the CRD bounds each annotation's key
 and the number of annotations, not their total size (CEL cannot sum them within its cost limit),
