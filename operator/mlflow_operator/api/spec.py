@@ -757,7 +757,6 @@ class PodSecurityOverrides(ApiModel):
 # Variables the operator or the image's entrypoint sets, and where the spec sets them instead.
 # (MLFLOW_OPERATOR_* as a whole belongs to the operator; see OPERATOR_ENV_PREFIX.)
 OWNED_ENV: dict[str, str] = {
-    "POD_IP": "the operator sets it from the pod's IP",
     "MLFLOW_BACKEND_STORE_URI": "set spec.backendStore.uri",
     "MLFLOW_REGISTRY_STORE_URI": "set spec.backendStore.registryStoreUri",
     "MLFLOW_ALLOW_FILE_STORE": "set spec.backendStore.type to FileStore",
