@@ -3,7 +3,8 @@
 What runs (all at pinned versions, see ``versions.py``; built once into
 ``${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/bin/<kubernetes version>/`` by ``build.py``):
 etcd, kube-apiserver (authorization Node,RBAC; admission incl. PodSecurity, NamespaceLifecycle,
-ServiceAccount, NodeRestriction, ResourceQuota, webhooks, ValidatingAdmissionPolicy),
+ServiceAccount, NodeRestriction, ResourceQuota, OwnerReferencesPermissionEnforcement, webhooks,
+ValidatingAdmissionPolicy; an audit log of service accounts' requests, see ``audit.py``),
 kube-controller-manager (all default controllers: garbage collector, deployment, replicaset,
 job, namespace, serviceaccount, serviceaccount-token, ...; one ServiceAccount per controller),
 kube-scheduler, and kwok, which plays the kubelet of fake nodes. Every process listens on
@@ -30,7 +31,9 @@ Python API
 ``.server``, ``.api_client()``, ``.kubectl(*args, input=None, check=True)``, ``.helm(...)``,
 ``.install_gateway_api_crds()``, ``.install_servicemonitor_crd()``,
 ``.kubeconfig_for_service_account(namespace, name)`` (TokenRequest), ``.admin_credentials()``,
-``.client_certificate(cn, orgs)``, ``.logs(component)``, ``.kwok_nodes()``, ``.stop()``.
+``.client_certificate(cn, orgs)``, ``.logs(component)``, ``.kwok_nodes()``, ``.stop()``,
+``.audit_log`` / ``.audit_requests(user, since, until)`` (requests of ServiceAccounts outside
+kube-system: verb, resource, namespace, name, code; ``audit.count_by_verb`` counts them).
 ``Cluster.existing(kubeconfig)`` wraps a cluster we did not start (kind, a real one).
 
 Command line: ``hack/cluster up|down|status|build`` (see ``__main__.py``).

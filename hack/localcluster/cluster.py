@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from . import build, certs, kubeconfig, kwok_stages, netns, node_build, versions
+from . import audit, build, certs, kubeconfig, kwok_stages, netns, node_build, versions
 from .node import NODE_IP, APISERVER_PORT, Node, NodeError
 from .processes import Process, free_port, group_members, stop_all, tail
 
@@ -142,6 +142,17 @@ class Cluster:
     @property
     def log_dir(self) -> Path | None:
         return self.workdir / "logs" if self.workdir else None
+
+    @property
+    def audit_log(self) -> Path | None:
+        """The API server's audit log (see audit.py); None for a cluster we did not start."""
+        return self.log_dir / "audit.log" if self.log_dir else None
+
+    def audit_requests(self, user: str | None = None, since=None, until=None) -> list[audit.Request]:
+        """Requests of service accounts outside kube-system, from the audit log (owned clusters)."""
+        if not self.audit_log:
+            raise ClusterError("the audit log is only kept for a cluster started by localcluster")
+        return list(audit.requests(self.audit_log, user, since, until))
 
     def logs(self, name: str, lines: int = 40) -> str:
         """Tail of a component's log (etcd, kube-apiserver, kube-controller-manager, ...)."""
@@ -637,6 +648,7 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         kc[name] = kubeconfig.write(pki / f"{name}.kubeconfig",
                                     kubeconfig.build(internal_server, ca_file=ca.cert, cert_file=pair.cert, key_file=pair.key, user_name=name))
     (workdir / "kwok.yaml").write_text(kwok_stages.stages_yaml())
+    (workdir / "audit-policy.yaml").write_text(audit.POLICY)
     b = lambda n: str(bin_dir / n)  # noqa: E731
 
     launch("etcd", [
@@ -663,9 +675,14 @@ def _start(cluster: Cluster, bin_dir: Path, workdir: Path, fake_nodes: tuple[str
         # The node is named, not resolvable: logs/exec/port-forward go to its InternalIP.
         *(["--kubelet-preferred-address-types=InternalIP,Hostname"] if node else []),
         "--authorization-mode=Node,RBAC",
+        # OwnerReferencesPermissionEnforcement as OpenShift runs it: setting blockOwnerDeletion
+        # needs `update` on the owner's finalizers subresource.
         "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,"
         "DefaultTolerationSeconds,NodeRestriction,PodSecurity,Priority,ResourceQuota,RuntimeClass,"
+        "OwnerReferencesPermissionEnforcement,"
         "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+        f"--audit-policy-file={workdir / 'audit-policy.yaml'}", f"--audit-log-path={logs / 'audit.log'}",
+        "--audit-log-format=json", "--audit-log-maxbackup=0", "--audit-log-maxsize=0",
         "--allow-privileged=true",
         # Aggregation layer (front proxy), as in a kubeadm cluster.
         f"--requestheader-client-ca-file={front_proxy_ca.cert}", "--requestheader-allowed-names=front-proxy-client",
