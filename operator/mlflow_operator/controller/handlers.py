@@ -1,170 +1,320 @@
-"""Kopf registration: thin handlers around `reconcile`.
+"""Kopf registration: watch caches feed a work queue; a bounded pool of threads runs the passes.
 
-One daemon per TrackingServer runs the reconcile passes one after another, so two passes of the same
-object never overlap. It wakes up when the spec changes (a new generation), when a child changes or is
-deleted (Deployment status, a Job finishing, a hand edit), when a referenced Secret changes, and at the
-latest every `resync` seconds (drift, reachability). Kopf's own bookkeeping lives in annotations with
-our prefix, never in status, which is the operator's observation alone.
+The shape of a controller-runtime controller:
+- Kopf watches TrackingServers, and their children through a server-side label selector
+  (app.kubernetes.io/managed-by=mlflow-operator), and keeps the children in indexes keyed by their
+  owner (namespace, instance label). Kopf calls no handler before every index has its initial
+  listing, so the first pass after a (re)start sees the cluster as it is. Passes read children from
+  these indexes and write only what differs (see kube.apply): a converged server costs no request.
+- Events put a key in the queue: a TrackingServer seen for the first time or with a new
+  generation, a child that changed or went away. The operator's own status writes do not.
+- A key is queued at most once and in at most one pass at a time; `--workers` passes run at once.
+  After a pass the key comes back after the resync period with jitter (so servers created at
+  once do not stay in phase), sooner when the pass asks for it, with exponential backoff after a
+  failure. At start-up the first passes are spread over a few seconds.
+- No finalizer: nothing has to run when a TrackingServer goes (garbage collection removes its
+  owned children), so deleting one, or its namespace, never waits for the operator. The finalizer
+  earlier versions put on every TrackingServer is taken off.
+Kopf's own bookkeeping would live in annotations with our prefix; with these handlers it keeps none.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import json
 import logging
+import random
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer
-from ..constants import GROUP, PLURAL, VERSION
-from ..render import RenderContext, render
+from ..constants import API_VERSION, GROUP, PLURAL, VERSION
+from ..render import RenderContext
 from . import kube, metrics
-from .reconcile import load, reconcile, secret_key_refs
+from .reconcile import reconcile
 from .stores import probe_stores
+from .workqueue import WorkQueue
 
-MANAGED = {"app.kubernetes.io/managed-by": "mlflow-operator"}
-# Children whose changes wake their owner's reconcile loop.
-WATCHED_CHILDREN = (
-    ("apps", "v1", "deployments"),
-    ("batch", "v1", "jobs"),
-    ("", "v1", "services"),
-    ("", "v1", "serviceaccounts"),
-    ("networking.k8s.io", "v1", "ingresses"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("gateway.networking.k8s.io", "v1", "httproutes"),
+LEGACY_FINALIZER = f"{GROUP}/finalizer"
+MANAGED_SELECTOR = "=".join(kube.MANAGED_BY)
+# Children kept in the watch cache: (group, version, plural, kind). Secrets are not among them: the
+# operator reads the few it uses by name, and never lists or watches the cluster's Secrets.
+CACHED_CHILDREN = (
+    ("apps", "v1", "deployments", "Deployment"),
+    ("batch", "v1", "jobs", "Job"),
+    ("", "v1", "services", "Service"),
+    ("", "v1", "serviceaccounts", "ServiceAccount"),
+    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
+    ("networking.k8s.io", "v1", "ingresses", "Ingress"),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+    ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    ("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),
+    ("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
 )
-DEBOUNCE_SECONDS = 0.3
+CACHED_KINDS = {kind for *_, kind in CACHED_CHILDREN}
+DEBOUNCE_SECONDS = 0.3  # one pass for a burst of events
+RESYNC_JITTER = 0.1  # each resync is 90-110 % of the period
+STARTUP_SPREAD_SECONDS = 10.0  # the first passes after a start, spread over at most this long
+MAX_BACKOFF_SECONDS = 300.0
+
+Key = tuple[str, str]  # (namespace, name)
+log = logging.getLogger("mlflow_operator.reconcile")
 
 
-def _triggers(memo: Any) -> dict[tuple[str, str], asyncio.Event]:
-    # Kopf hands each object a shallow copy of the operator's memo: the dicts made at start-up are shared.
-    return memo.triggers
+@dataclass
+class State:
+    """What the handlers and the workers share (Kopf gives each object a shallow copy of the memo)."""
 
-
-def wake(memo: Any, namespace: str, name: str) -> None:
-    event = _triggers(memo).get((namespace, name))
-    if event is not None:
-        event.set()
+    resync: float
+    workers: int
+    render_base: RenderContext = field(default_factory=RenderContext)  # the operator's settings for rendering
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    bodies: dict[Key, dict[str, Any]] = field(default_factory=dict)  # the latest body of each TrackingServer
+    generations: dict[Key, Any] = field(default_factory=dict)  # the generation its last pass reconciled
+    failures: dict[Key, int] = field(default_factory=dict)  # failed passes in a row
+    # Key -> what the last pass read, when that pass wrote nothing and asked nothing of the API
+    # server or the network: running it again on the same inputs would only repeat its result.
+    settled: dict[Key, tuple] = field(default_factory=dict)
+    indexes: dict[str, Any] = field(default_factory=dict)  # kind -> Kopf's index of those children
+    post_context: contextvars.Context | None = None  # Kopf's event poster, for kopf.event in threads
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once every index is populated
+    pool: concurrent.futures.ThreadPoolExecutor | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = LEGACY_FINALIZER
     # Our own events are explicit (kopf.event); log lines stay logs.
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 30
-    memo.triggers = {}
-    memo.generations = {}
-    if "resync" not in memo:
-        memo.resync = 60.0
-    if "render_base" not in memo:
-        memo.render_base = RenderContext()
+    # Kopf's own requests and watches end too: a stream that goes silent (a half-open connection)
+    # is re-opened instead of waited on forever.
+    watch_timeout = int(memo.get("watch_timeout", 300))  # the API server wants whole seconds
+    settings.watching.server_timeout = watch_timeout
+    settings.watching.client_timeout = watch_timeout + 10
+    settings.watching.inactivity_timeout = watch_timeout + 10
+    settings.networking.request_timeout = memo.get("request_timeout", 30.0)
+    settings.networking.connect_timeout = min(10.0, settings.networking.request_timeout / 3)
+    settings.watching.connect_timeout = settings.networking.connect_timeout
+    # The API server filters the children's watches: other controllers' objects never reach us.
+    cached = {(group, plural) for group, _, plural, _ in CACHED_CHILDREN}
+    settings.watching.label_selectors[lambda resource: (resource.group, resource.plural) in cached] = MANAGED_SELECTOR
+
+    state = memo.state = State(resync=float(memo.get("resync", 60.0)), workers=int(memo.get("workers", 8)),
+                               render_base=memo.get("render_base") or RenderContext())
+    state.pool = concurrent.futures.ThreadPoolExecutor(max_workers=state.workers, thread_name_prefix="reconcile")
+    state.tasks = [asyncio.get_running_loop().create_task(_worker(state)) for _ in range(state.workers)]
 
 
-# On deletion Kopf sets `stopped`; the loop wakes up at once and exits, and is cancelled only if a
-# pass is still running after the backoff (a cancelled daemon logs "... is cancelled. Will escalate.").
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=30.0, cancellation_timeout=10.0)
-async def keep_reconciled(body: kopf.Body, name: str, namespace: str, stopped: kopf.DaemonStopped,
-                          memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    trigger = _triggers(memo).setdefault((namespace, name), asyncio.Event())
-    failures = 0
-    try:
-        while not stopped:
-            trigger.clear()
-            snapshot = dict(body)  # the live body, frozen for this pass
-            delay = memo.resync
-            try:
-                with metrics.timed_reconcile(namespace, name):
-                    result = await asyncio.to_thread(run_pass, snapshot, logger, memo.render_base)
-                failures = 0
-                if result is not None and result.requeue_after:
-                    delay = min(delay, result.requeue_after)
-            except InvalidTrackingServer as exc:
-                # Only reachable when the CRD's validation was bypassed (an old CRD): say so, do nothing.
-                kopf.warn(snapshot, reason="InvalidSpec", message=str(exc))
-                logger.error("invalid TrackingServer: %s", exc)
-            except Exception as exc:  # noqa: BLE001 - keep the loop alive; retried with backoff
-                failures += 1
-                delay = min(delay, 2.0 ** min(failures, 6))
-                logger.exception("reconcile failed (attempt %d), retrying in %.0f s: %s", failures, delay, exc)
-            memo.generations[(namespace, name)] = snapshot["metadata"].get("generation")
-            if await _woken(trigger, stopped, delay) and not stopped:
-                await asyncio.sleep(DEBOUNCE_SECONDS)  # one pass for a burst of events
-    finally:
-        _triggers(memo).pop((namespace, name), None)
-        memo.generations.pop((namespace, name), None)
-        metrics.forget(namespace, name)
+@kopf.on.cleanup()
+async def stop_workers(memo: kopf.Memo, **_: Any) -> None:
+    state: State = memo.state
+    for task in state.tasks:
+        task.cancel()
+    await asyncio.gather(*state.tasks, return_exceptions=True)
+    state.pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def _woken(trigger: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> bool:
-    """Sleeps until an event, the daemon's stop or the timeout; True when an event woke it."""
-    woken = asyncio.ensure_future(trigger.wait())
-    stopping = asyncio.ensure_future(stopped.wait())
-    try:
-        await asyncio.wait({woken, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (woken, stopping):
-            task.cancel()
-    return trigger.is_set()
+# ---- the watch cache ---------------------------------------------------------------------------------
+
+def _register_child_cache(group: str, version: str, plural: str, kind: str) -> None:
+    index_id = f"children_{plural}"
+
+    @kopf.index(group, version, plural, id=index_id)
+    async def index_child(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, str]:
+        owner = labels.get(kube.INSTANCE_LABEL)
+        return {(namespace, owner): kube.compact(dict(body))} if owner else {}
+
+    @kopf.on.event(group, version, plural, id=f"child_{plural}")
+    async def child_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **kwargs: Any) -> None:
+        state: State = memo.state
+        _remember_indexes(state, kwargs)
+        owner = labels.get(kube.INSTANCE_LABEL)
+        if owner and (namespace, owner) in state.bodies:
+            state.queue.add((namespace, owner), DEBOUNCE_SECONDS)
 
 
-def run_pass(body: dict[str, Any], logger: logging.Logger, render_base: RenderContext | None = None):
-    def emit(type_: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
-        # k8s_skip: the event is posted above; Kopf's log poster would post a Warning a second time.
-        (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message, extra={"k8s_skip": True})
+for _group, _version, _plural, _kind in CACHED_CHILDREN:
+    _register_child_cache(_group, _version, _plural, _kind)
 
-    result = reconcile(body, emit, probes=probe_stores, render_base=render_base or RenderContext())
-    current = body.get("status") or {}
-    if any(current.get(k) != v for k, v in result.status.items()):
-        kube.patch_status(f"{GROUP}/{VERSION}", "TrackingServer", body["metadata"]["namespace"], body["metadata"]["name"], result.status)
-    ready = next((c for c in result.status["conditions"] if c["type"] == "Ready"), {})
-    metrics.READY.labels(body["metadata"]["namespace"], body["metadata"]["name"]).set(1 if ready.get("status") == "True" else 0)
-    return result
 
+def _remember_indexes(state: State, kwargs: dict[str, Any]) -> None:
+    """Kopf hands indexes to handlers only: the workers keep the references the first handler gets."""
+    if not state.ready.is_set():
+        for _, _, plural, kind in CACHED_CHILDREN:
+            state.indexes[kind] = kwargs[f"children_{plural}"]
+        state.post_context = contextvars.copy_context()
+        state.ready.set()
+
+
+def _children(state: State, key: Key) -> list[dict[str, Any]]:
+    """The cached children of one TrackingServer, decoded (on the event loop: the indexes change there)."""
+    out = []
+    for index in state.indexes.values():
+        for text in index.get(key, ()):
+            out.append(json.loads(text))
+    return out
+
+
+# ---- TrackingServers ------------------------------------------------------------------------------
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def trackingserver_changed(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """A new generation (spec change) wakes the loop; our own status writes do not."""
-    if memo.generations.get((namespace, name)) != body["metadata"].get("generation"):
-        wake(memo, namespace, name)
+async def trackingserver_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str,
+                               memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+    state: State = memo.state
+    _remember_indexes(state, kwargs)
+    key = (namespace, name)
+    if event["type"] == "DELETED":
+        state.bodies.pop(key, None)
+        state.generations.pop(key, None)
+        state.failures.pop(key, None)
+        state.settled.pop(key, None)
+        state.queue.forget(key)
+        metrics.forget(namespace, name)
+        return
+    raw = dict(body)
+    state.bodies[key] = raw
+    if LEGACY_FINALIZER in (raw["metadata"].get("finalizers") or []):
+        await _drop_legacy_finalizer(raw, logger)
+    if state.generations.get(key) != raw["metadata"].get("generation"):
+        # A new generation, or a server this process has not reconciled yet. The first listing
+        # after a start (event type None) is spread out, so a restart is no burst.
+        listing = event["type"] is None
+        spread = min(STARTUP_SPREAD_SECONDS, state.resync) if listing else 0.0
+        state.queue.add(key, random.uniform(0.0, spread) if spread else DEBOUNCE_SECONDS)
 
 
-def _owner_name(body: kopf.Body) -> str | None:
-    for ref in body["metadata"].get("ownerReferences") or []:
-        if ref.get("kind") == "TrackingServer" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            return ref.get("name")
-    return None
-
-
-def _register_child_watch(group: str, version: str, plural: str) -> None:
-    @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
-    def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-        owner = _owner_name(body)
-        if owner:
-            wake(memo, namespace, owner)
-
-
-for _group, _version, _plural in WATCHED_CHILDREN:
-    _register_child_watch(_group, _version, _plural)
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def secret_users(body: kopf.Body, name: str, namespace: str, **_: Any) -> dict[tuple[str, str], str]:
-    """(namespace, Secret name) -> the TrackingServers whose pods read that Secret."""
+async def _drop_legacy_finalizer(raw: dict[str, Any], logger: logging.Logger) -> None:
+    meta = raw["metadata"]
+    remaining = [f for f in meta.get("finalizers") or [] if f != LEGACY_FINALIZER]
     try:
-        refs = secret_key_refs(render(load(dict(body))))
-    except InvalidTrackingServer:
-        return {}
-    return {(namespace, secret): name for secret in refs}
+        # resourceVersion makes the patch conditional: a concurrent change of finalizers wins.
+        await asyncio.to_thread(kube.patch, API_VERSION, "TrackingServer", meta["namespace"], meta["name"],
+                                {"metadata": {"finalizers": remaining or None, "resourceVersion": meta["resourceVersion"]}})
+        logger.info("removed the finalizer %s (no longer needed)", LEGACY_FINALIZER)
+    except ApiException as exc:
+        if exc.status not in (404, 409):
+            logger.warning("could not remove the finalizer %s: %s", LEGACY_FINALIZER, kube.error_message(exc))
 
 
-@kopf.on.event("", "v1", "secrets")
-def secret_changed(name: str, namespace: str, secret_users: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
-    """A referenced Secret's new data rolls the pods (its hash is in the pod template)."""
-    for owner in secret_users.get((namespace, name), []):
-        wake(memo, namespace, owner)
+# ---- workers ----------------------------------------------------------------------------------------
+
+async def _worker(state: State) -> None:
+    await state.ready.wait()
+    loop = asyncio.get_running_loop()
+    while True:
+        key = await state.queue.get()
+        next_in: float | None = None
+        try:
+            body = state.bodies.get(key)
+            if body is None:
+                continue  # deleted meanwhile
+            children = _children(state, key)
+            inputs = _inputs(body, children)
+            if state.settled.get(key) == inputs:
+                # A resync of a converged server whose inputs are all watched: nothing to do, no CPU spent.
+                next_in = state.resync * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
+                continue
+            state.settled.pop(key, None)
+            view = kube.PassView(key[0], key[1], CACHED_KINDS, children)
+            next_in, written, settled = await loop.run_in_executor(
+                state.pool, state.post_context.copy().run, _pass, body, view, state)
+            if written is not None and state.bodies.get(key) is body:
+                state.bodies[key] = written  # until the watch brings it: no second identical write
+            if settled:
+                state.settled[key] = inputs
+            state.generations[key] = body["metadata"].get("generation")
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - never lose a worker
+            log.exception("reconcile worker error for %s/%s", *key)
+            next_in = state.resync
+        finally:
+            state.queue.done(key, next_in)
+
+
+def _inputs(body: dict[str, Any], children: list[dict[str, Any]]) -> tuple:
+    """What a pass reads from the watches: the TrackingServer and its children, by resourceVersion."""
+    return (body["metadata"].get("resourceVersion"),
+            tuple(sorted((c["kind"], c["metadata"]["name"], c["metadata"].get("resourceVersion")) for c in children)))
+
+
+# Probe results that come without opening a connection (observe.py / stores.py reasons).
+OFFLINE_PROBES = {"NotApplicable", "Embedded", "Volume", "ManagedService", "NotProbed"}
+
+
+def _pass(body: dict[str, Any], view: kube.PassView, state: State) -> tuple[float, dict[str, Any] | None, bool]:
+    """One pass, in a worker thread. Returns when to come back, the body after a status write, and
+    whether the pass was settled: it wrote nothing and read only the watch cache."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    key = (namespace, name)
+    resync = state.resync * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
+    offline = []
+
+    def probes(ts, secrets):
+        found = probe_stores(ts, secrets)
+        offline.extend(p is None or p.reason in OFFLINE_PROBES for p in found)
+        return found
+
+    try:
+        before = kube.requests_made()
+        with metrics.timed_reconcile(namespace, name), kube.deadline(), kube.reading_from(view):
+            result, written = run_pass(body, probes, state.render_base)
+        state.failures.pop(key, None)
+        settled = kube.requests_made() == before and all(offline) and not result.requeue_after
+        if result.requeue_after:
+            return min(resync, result.requeue_after), written, False
+        return resync, written, settled
+    except InvalidTrackingServer as exc:
+        # Only reachable when the CRD's validation was bypassed (an old CRD): say so, do nothing.
+        kopf.warn(body, reason="InvalidSpec", message=str(exc))
+        log.error("invalid TrackingServer %s/%s: %s", namespace, name, exc)
+        return resync, None, False
+    except ApiException as exc:
+        # A cause in the cluster (the API server refused, timed out or is unreachable): no traceback.
+        failures = state.failures[key] = state.failures.get(key, 0) + 1
+        delay = _backoff(failures, resync)
+        log.warning("reconcile of %s/%s interrupted (attempt %d), retrying in %.0f s: %s %s: %s",
+                    namespace, name, failures, delay, exc.status, exc.reason, kube.error_message(exc))
+        return delay, None, False
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: keep serving the others, retry with backoff
+        failures = state.failures[key] = state.failures.get(key, 0) + 1
+        delay = _backoff(failures, resync)
+        log.exception("reconcile failed for %s/%s (attempt %d), retrying in %.0f s: %s",
+                      namespace, name, failures, delay, exc)
+        return delay, None, False
+
+
+def _backoff(failures: int, resync: float) -> float:
+    return min(resync, MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 8)) * random.uniform(0.9, 1.1)
+
+
+def run_pass(body: dict[str, Any], probes=probe_stores, render_base: RenderContext | None = None):
+    meta = body["metadata"]
+
+    def emit(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+        (log.warning if type_ == "Warning" else log.info)("%s/%s %s: %s", meta["namespace"], meta["name"], reason, message)
+
+    result = reconcile(body, emit, probes=probes, render_base=render_base or RenderContext())
+    current = body.get("status") or {}
+    written = None
+    changed = [k for k, v in result.status.items() if current.get(k) != v]
+    if changed:
+        if log.isEnabledFor(logging.DEBUG):  # which conditions moved, for "why does it write?"
+            old = {c["type"]: c for c in current.get("conditions") or []}
+            diff = [(c["type"], old.get(c["type"], {}).get("status"), c["status"], c.get("reason")) for c in result.status["conditions"]
+                    if {k: v for k, v in old.get(c["type"], {}).items() if k != "lastTransitionTime"} != {k: v for k, v in c.items() if k != "lastTransitionTime"}]
+            log.debug("%s/%s status changed: %s %s", meta["namespace"], meta["name"], [k for k in changed if k != "conditions"], diff)
+        written = kube.patch_status(API_VERSION, "TrackingServer", body["metadata"]["namespace"],
+                                    body["metadata"]["name"], result.status)
+    ready = next((c for c in result.status["conditions"] if c["type"] == "Ready"), {})
+    metrics.READY.labels(body["metadata"]["namespace"], body["metadata"]["name"]).set(1 if ready.get("status") == "True" else 0)
+    return result, written

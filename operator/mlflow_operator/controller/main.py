@@ -61,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-domain", default=os.environ.get("MLFLOW_OPERATOR_CLUSTER_DOMAIN") or None,
                         help="the cluster's DNS domain (default: read from /etc/resolv.conf's svc.<domain> "
                         f"search entry, else {DEFAULT_CLUSTER_DOMAIN})")
+    parser.add_argument("--workers", type=int, default=8, help="reconcile passes that may run at once")
+    api = parser.add_argument_group("API requests")
+    api.add_argument("--request-timeout", type=float, default=30.0,
+                     help="seconds an API request may wait for an answer (connect: a third of it, at most 10)")
+    api.add_argument("--pass-deadline", type=float, default=120.0,
+                     help="seconds one reconcile pass may spend on API requests before it gives up and retries")
+    api.add_argument("--watch-timeout", type=float, default=300.0,
+                     help="a watch is re-opened after this long, and sooner when it goes silent for this long")
+    api.add_argument("--api-qps", type=float, default=50.0, help="client-side rate limit of reconcile requests (0: none)")
+    api.add_argument("--api-burst", type=int, default=100, help="requests allowed at once above --api-qps")
     parser.add_argument("--log-format", choices=["json", "plain", "full"], default="json")
     parser.add_argument("--log-level", choices=["debug", "info", "warning"], default="info")
 
@@ -111,11 +121,16 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from ..render import RenderContext
-    from . import metrics
+    from . import kube, metrics
 
     kopf.configure(**logging_options(args.log_format, args.log_level))
     quiet_repetitions()
     from . import handlers  # noqa: F401 - registers the handlers
+
+    kube.settings = kube.Settings(
+        connect_timeout=min(10.0, args.request_timeout / 3), read_timeout=args.request_timeout,
+        pass_deadline=args.pass_deadline, qps=args.api_qps, burst=args.api_burst,
+    )
 
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.bind_address)
@@ -126,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         peering_name=args.peering,
         priority=args.priority,
         liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz" if args.health_port else None,
-        memo=kopf.Memo(resync=args.resync_seconds, render_base=RenderContext(
+        memo=kopf.Memo(resync=args.resync_seconds, workers=args.workers, request_timeout=args.request_timeout,
+                       watch_timeout=args.watch_timeout, render_base=RenderContext(
             default_image=args.default_image, cluster_domain=cluster_domain(args.cluster_domain))),
     )
     return 0

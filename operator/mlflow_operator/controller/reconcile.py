@@ -169,8 +169,9 @@ HELD_BACK_NEVER = CREATE_ONLY_KINDS | {"ServiceAccount"}
 
 
 def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
-    """Applies everything but workloads. A kind the cluster does not serve (Gateway API or
-    ServiceMonitor CRDs not installed) is skipped and reported, not an error that blocks the rest."""
+    """Applies everything but workloads, each only when it differs from the cached child (see
+    kube.apply_if_changed). A kind the cluster does not serve (Gateway API or ServiceMonitor CRDs
+    not installed) is skipped and reported, not an error that blocks the rest."""
     problems, conditions = [], []
     for manifest in manifests:
         kind = manifest["kind"]
@@ -191,8 +192,8 @@ def apply_children(manifests: list[dict[str, Any]]) -> list[Condition]:
             if kube.get(manifest["apiVersion"], kind, manifest["metadata"]["namespace"], manifest["metadata"]["name"]) is None:
                 kube.create(manifest)
             continue
-        kube.apply(manifest)
-        metrics.APPLIED_OBJECTS.labels(kind).inc()
+        if kube.apply_if_changed(manifest)[1]:
+            metrics.APPLIED_OBJECTS.labels(kind).inc()
     if problems:
         conditions.append(Condition("Reconciled", False, "CRDNotInstalled", "; ".join(problems)))
     return conditions
@@ -217,7 +218,8 @@ def hand_over_replicas(manifest: dict[str, Any]) -> None:
     if "replicas" in manifest["spec"]:
         return
     meta = manifest["metadata"]
-    live = kube.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+    # managedFields: the watch cache keeps none, so this one read goes to the API server.
+    live = kube.get_from_server(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
     if live is None or not _applies_replicas(live):
         return
     kube.apply({"apiVersion": manifest["apiVersion"], "kind": manifest["kind"],
@@ -226,7 +228,8 @@ def hand_over_replicas(manifest: dict[str, Any]) -> None:
 
 
 def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
-    """Deletes owned children of prunable kinds that are not in the rendered list."""
+    """Deletes owned children of prunable kinds that are not in the rendered list. In the operator the
+    lists come from the watch cache (kube.PassView): a prune that finds nothing costs no request."""
     wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests}
     selector = f"app.kubernetes.io/instance={ts.name},app.kubernetes.io/managed-by=mlflow-operator"
     deleted = []
@@ -273,8 +276,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
             for manifest in manifests:
                 if manifest["kind"] == "Deployment":
                     hand_over_replicas(manifest)
-                    kube.apply(manifest)
-                    metrics.APPLIED_OBJECTS.labels("Deployment").inc()
+                    if kube.apply_if_changed(manifest)[1]:
+                        metrics.APPLIED_OBJECTS.labels("Deployment").inc()
             for gone in prune(ts, manifests):
                 emit("Normal", "Pruned", f"Deleted {gone}: the spec no longer asks for it")
         else:
