@@ -10,6 +10,7 @@ current generation and the wanted conditions hold.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,17 +42,20 @@ def free_port() -> int:
 
 @dataclass
 class OperatorProcess:
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
     log_path: Path
     kubeconfig: Path
     metrics_url: str
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    health_port: int = 0
 
     def logs(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
     def assert_alive(self) -> None:
-        if self.proc.poll() is not None:
+        if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.logs()}")
 
 
@@ -97,31 +101,48 @@ def start_operator(cluster, tmp_dir: Path, extra_args: tuple[str, ...] = (),
         cmd.append("--all-namespaces")
     if not any(a.startswith("--peering") for a in extra_args):
         cmd.append("--standalone")
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    op = OperatorProcess(proc, log_path, kubeconfig, f"http://127.0.0.1:{metrics}/metrics")
+    op = OperatorProcess(None, log_path, kubeconfig, f"http://127.0.0.1:{metrics}/metrics", cmd, env, health)
+    log_path.write_text("")
+    launch_operator(op)
+    return op
+
+
+def launch_operator(op: OperatorProcess) -> None:
+    """Starts (or starts again, after stop_operator) the operator process; returns once it serves
+    its health endpoint. A restart appends to the same log and keeps the same ports."""
+    with open(op.log_path, "a") as log:
+        op.proc = subprocess.Popen(op.cmd, stdout=log, stderr=subprocess.STDOUT, env=op.env, start_new_session=True)
     deadline = time.monotonic() + 60
     while True:
         op.assert_alive()
         try:
-            with socket.create_connection(("127.0.0.1", health), timeout=1):
+            with socket.create_connection(("127.0.0.1", op.health_port), timeout=1):
                 break
         except OSError:
             if time.monotonic() > deadline:
                 stop_operator(op)
                 raise AssertionError(f"the operator's health endpoint did not come up in 60 s:\n{op.logs()}")
             time.sleep(0.2)
-    return op
 
 
 def stop_operator(op: OperatorProcess) -> None:
-    if op.proc.poll() is None:
+    if op.proc is not None and op.proc.poll() is None:
         os.killpg(op.proc.pid, signal.SIGTERM)
         try:
             op.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(op.proc.pid, signal.SIGKILL)
             op.proc.wait()
+
+
+@contextlib.contextmanager
+def operator_stopped(op: OperatorProcess) -> Iterator[None]:
+    """The (session's) operator is stopped inside the block and started again after it."""
+    stop_operator(op)
+    try:
+        yield
+    finally:
+        launch_operator(op)
 
 
 @pytest.fixture(scope="session")
