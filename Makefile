@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo setup system-deps build images test-images test test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server cluster-up cluster-down
+.PHONY: demo setup system-deps build images test-images test test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server bench-operator cluster-up cluster-down
 
 # The README's first command: the operator against your cluster, or a render of the quickstart.
 # It needs the operator's own dependencies only, not the test extras.
@@ -80,3 +80,7 @@ bench: bench-server
 
 bench-server: setup system-deps
 	$(PY) bench/server.py
+
+# The operator at platform scale (issue 18): N TrackingServers on a fresh control plane per N.
+bench-operator: setup build
+	$(PY) bench/operator.py $(BENCH_ARGS)
