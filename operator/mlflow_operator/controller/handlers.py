@@ -41,9 +41,11 @@ from .workqueue import WorkQueue
 
 LEGACY_FINALIZER = f"{GROUP}/finalizer"
 MANAGED_SELECTOR = "=".join(kube.MANAGED_BY)
-# Children kept in the watch cache: (group, version, plural, kind). Secrets are not among them: the
-# operator reads the few it uses by name, and never lists or watches the cluster's Secrets.
+# Children kept in the watch cache: (group, version, plural, kind). Of Secrets, only the ones the
+# operator generated (labelled managed-by) are watched; a Secret a TrackingServer references is
+# read by name when a pass needs it: the cluster's Secrets are never streamed.
 CACHED_CHILDREN = (
+    ("", "v1", "secrets", "Secret"),
     ("apps", "v1", "deployments", "Deployment"),
     ("batch", "v1", "jobs", "Job"),
     ("", "v1", "services", "Service"),

@@ -396,8 +396,12 @@ def get_from_server(api_version: str, kind: str, namespace: str, name: str) -> d
 
 
 def read(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
-    """A GET from the API server, never from the watch cache: for objects the operator does not
-    watch under that name (a Secret a TrackingServer references)."""
+    """An object the watch cache need not hold (a Secret a TrackingServer references carries no
+    label of ours): the cached copy when there is one, else a GET."""
+    view = _view()
+    hit = view.get(kind, namespace, name) if view is not None else None
+    if hit is not None:
+        return hit
     with reading_from(None):
         return get(api_version, kind, namespace, name)
 

@@ -121,7 +121,7 @@ class SecretReader:
 
     def data(self, name: str) -> dict[str, bytes] | None:
         if name not in self._read:
-            secret = kube.get("v1", "Secret", self.namespace, name)
+            secret = kube.read("v1", "Secret", self.namespace, name)  # a user's Secret is not in the cache
             self._read[name] = (
                 None if secret is None
                 else {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
