@@ -83,4 +83,4 @@ bench-server: setup system-deps
 
 # The operator at platform scale (issue 18): N TrackingServers on a fresh control plane per N.
 bench-operator: setup build
-	$(PY) bench/operator.py $(BENCH_ARGS)
+	$(PY) bench/operator_at_scale.py $(BENCH_ARGS)

@@ -16,6 +16,10 @@ from tests.operator_fixtures import CHART, OPERATOR_NAMESPACE
 
 # Granted, and needed, though never a request of the operator's own:
 NOT_REQUESTS = {
+    ("", "persistentvolumeclaims", "delete"):
+        "OwnerReferencesPermissionEnforcement: an ownerReference (retentionPolicy Delete) needs delete on the object",
+    ("", "secrets", "delete"):
+        "OwnerReferencesPermissionEnforcement: an ownerReference (retentionPolicy Delete) needs delete on the object",
     ("mlflow-operator.dev", "trackingservers/finalizers", "update"):
         "OwnerReferencesPermissionEnforcement checks it for every child with blockOwnerDeletion",
     ("kopf.dev", "clusterkopfpeerings", "list"): "the chart runs peering; the tests' cluster-wide operator is standalone",

@@ -20,7 +20,10 @@ row. The targets are issue 18's; the controller-runtime figures beside them are 
 measurement of NotHarshhaa/mlflow-k8s-operator on this machine and harness (it is not a Go module
 the module proxy serves, so it is not rebuilt here). Every wait is bounded.
 
-    .venv/bin/python bench/operator.py [--n 100 250 500] [--idle-seconds 60]
+    .venv/bin/python bench/operator_at_scale.py [--n 100 250 500] [--idle-seconds 60]
+
+(Not bench/operator.py: a script's folder comes first on sys.path, and a module named `operator`
+would shadow the standard library's.)
 """
 from __future__ import annotations
 
