@@ -331,31 +331,3 @@ def test_default_image_takes_a_mirrors_repository_or_a_full_reference():
     assert default_image("mirror.corp/mlflow-server:3.17.2") == "mirror.corp/mlflow-server:3.17.2"
     assert default_image("mirror.corp/mlflow-server@sha256:" + "a" * 64).endswith("a" * 64)
     assert default_image("  ") == DEFAULT_IMAGE
-
-
-def test_the_reconcile_loop_wakes_at_once_when_kopf_stops_it():
-    """A daemon still asleep when its object is deleted is cancelled ("... is cancelled. Will escalate.")."""
-    import asyncio
-    import time
-
-    from kopf._cogs.aiokits import aioenums  # what kopf hands a daemon as `stopped`
-    from mlflow_operator.controller.handlers import _woken
-
-    async def scenario():
-        trigger, setter = asyncio.Event(), aioenums.FlagSetter()
-        stopped = aioenums.AsyncFlagWaiter(setter)
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.1, setter.set, "deleted")
-        started = time.monotonic()
-        by_stop = await _woken(trigger, stopped, 60)
-        stop_wait = time.monotonic() - started
-        running = aioenums.AsyncFlagWaiter(aioenums.FlagSetter())
-        loop.call_later(0.1, trigger.set)
-        by_event = await _woken(trigger, running, 60)
-        trigger.clear()
-        by_timeout = await _woken(trigger, running, 0.1)
-        return by_stop, stop_wait, by_event, by_timeout
-
-    by_stop, stop_wait, by_event, by_timeout = asyncio.run(scenario())
-    assert by_stop is False and stop_wait < 5  # not the 60 s resync
-    assert by_event is True and by_timeout is False

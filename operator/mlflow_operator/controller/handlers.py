@@ -85,6 +85,7 @@ class State:
     indexes: dict[str, Any] = field(default_factory=dict)  # kind -> Kopf's index of those children
     post_context: contextvars.Context | None = None  # Kopf's event poster, for kopf.event in threads
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once every index is populated
+    settings: kopf.OperatorSettings | None = None  # for per-object loggers
     pool: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -110,7 +111,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.label_selectors[lambda resource: (resource.group, resource.plural) in cached] = MANAGED_SELECTOR
 
     state = memo.state = State(resync=float(memo.get("resync", 60.0)), workers=int(memo.get("workers", 8)),
-                               render_base=memo.get("render_base") or RenderContext())
+                               render_base=memo.get("render_base") or RenderContext(), settings=settings)
     state.pool = concurrent.futures.ThreadPoolExecutor(max_workers=state.workers, thread_name_prefix="reconcile")
     state.tasks = [asyncio.get_running_loop().create_task(_worker(state)) for _ in range(state.workers)]
 
@@ -258,6 +259,9 @@ def _pass(body: dict[str, Any], view: kube.PassView, state: State) -> tuple[floa
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     key = (namespace, name)
     resync = state.resync * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
+    # Log lines carry the object (JSON: "object"; text: a [namespace/name] prefix); none is posted
+    # as an event: events are posted explicitly (kopf.event).
+    logger = kopf.LocalObjectLogger(body=kopf.Body(body), settings=state.settings)
     offline = []
 
     def probes(ts, secrets):
@@ -268,7 +272,7 @@ def _pass(body: dict[str, Any], view: kube.PassView, state: State) -> tuple[floa
     try:
         before = kube.requests_made()
         with metrics.timed_reconcile(namespace, name), kube.deadline(), kube.reading_from(view):
-            result, written = run_pass(body, probes, state.render_base)
+            result, written = run_pass(body, probes, state.render_base, logger)
         state.failures.pop(key, None)
         settled = kube.requests_made() == before and all(offline) and not result.requeue_after
         if result.requeue_after:
@@ -277,20 +281,19 @@ def _pass(body: dict[str, Any], view: kube.PassView, state: State) -> tuple[floa
     except InvalidTrackingServer as exc:
         # Only reachable when the CRD's validation was bypassed (an old CRD): say so, do nothing.
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
-        log.error("invalid TrackingServer %s/%s: %s", namespace, name, exc)
+        logger.error("invalid TrackingServer: %s", exc)
         return resync, None, False
     except ApiException as exc:
         # A cause in the cluster (the API server refused, timed out or is unreachable): no traceback.
         failures = state.failures[key] = state.failures.get(key, 0) + 1
         delay = _backoff(failures, resync)
-        log.warning("reconcile of %s/%s interrupted (attempt %d), retrying in %.0f s: %s %s: %s",
-                    namespace, name, failures, delay, exc.status, exc.reason, kube.error_message(exc))
+        logger.warning("reconcile interrupted (attempt %d), retrying in %.0f s: %s %s: %s",
+                       failures, delay, exc.status, exc.reason, kube.error_message(exc))
         return delay, None, False
     except Exception as exc:  # noqa: BLE001 - a bug of ours: keep serving the others, retry with backoff
         failures = state.failures[key] = state.failures.get(key, 0) + 1
         delay = _backoff(failures, resync)
-        log.exception("reconcile failed for %s/%s (attempt %d), retrying in %.0f s: %s",
-                      namespace, name, failures, delay, exc)
+        logger.exception("reconcile failed (attempt %d), retrying in %.0f s: %s", failures, delay, exc)
         return delay, None, False
 
 
@@ -298,23 +301,22 @@ def _backoff(failures: int, resync: float) -> float:
     return min(resync, MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 8)) * random.uniform(0.9, 1.1)
 
 
-def run_pass(body: dict[str, Any], probes=probe_stores, render_base: RenderContext | None = None):
-    meta = body["metadata"]
-
+def run_pass(body: dict[str, Any], probes=probe_stores, render_base: RenderContext | None = None,
+             logger: logging.Logger | logging.LoggerAdapter = log):
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
-        (log.warning if type_ == "Warning" else log.info)("%s/%s %s: %s", meta["namespace"], meta["name"], reason, message)
+        (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message)
 
     result = reconcile(body, emit, probes=probes, render_base=render_base or RenderContext())
     current = body.get("status") or {}
     written = None
     changed = [k for k, v in result.status.items() if current.get(k) != v]
     if changed:
-        if log.isEnabledFor(logging.DEBUG):  # which conditions moved, for "why does it write?"
+        if logger.isEnabledFor(logging.DEBUG):  # which conditions moved, for "why does it write?"
             old = {c["type"]: c for c in current.get("conditions") or []}
             diff = [(c["type"], old.get(c["type"], {}).get("status"), c["status"], c.get("reason")) for c in result.status["conditions"]
                     if {k: v for k, v in old.get(c["type"], {}).items() if k != "lastTransitionTime"} != {k: v for k, v in c.items() if k != "lastTransitionTime"}]
-            log.debug("%s/%s status changed: %s %s", meta["namespace"], meta["name"], [k for k in changed if k != "conditions"], diff)
+            logger.debug("status changed: %s %s", [k for k in changed if k != "conditions"], diff)
         written = kube.patch_status(API_VERSION, "TrackingServer", body["metadata"]["namespace"],
                                     body["metadata"]["name"], result.status)
     ready = next((c for c in result.status["conditions"] if c["type"] == "Ready"), {})
