@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -325,6 +326,8 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=1200.0, help="bound of each wait")
     args = parser.parse_args()
+    # SIGTERM ends the run through the finally blocks: operators, provisioner and cluster stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     load = os.getloadavg()
     calibration = cpu_calibration_ms()
     rows = []
