@@ -41,6 +41,7 @@ class Request:
     namespace: str
     name: str
     code: int
+    authorized: bool = True  # the authorizer's decision (a 403 can also be admission's, e.g. a terminating namespace)
 
     @property
     def write(self) -> bool:
@@ -74,7 +75,8 @@ def requests(path: Path, user: str | None = None, since: dt.datetime | None = No
                 resource += "/" + ref["subresource"]
             yield Request(when, who, event.get("verb", ""), ref.get("apiGroup", ""), resource,
                           ref.get("namespace", ""), ref.get("name", ""),
-                          (event.get("responseStatus") or {}).get("code", 0))
+                          (event.get("responseStatus") or {}).get("code", 0),
+                          (event.get("annotations") or {}).get("authorization.k8s.io/decision") != "forbid")
 
 
 def count_by_verb(path: Path, user: str | None = None, since: dt.datetime | None = None,
