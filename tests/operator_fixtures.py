@@ -109,7 +109,13 @@ def start_operator(cluster, tmp_dir: Path, extra_args: tuple[str, ...] = (),
 
 def launch_operator(op: OperatorProcess) -> None:
     """Starts (or starts again, after stop_operator) the operator process; returns once it serves
-    its health endpoint. A restart appends to the same log and keeps the same ports."""
+    its health endpoint. A restart keeps the same ports; the previous process's log moves to
+    operator.log.<n>, so the log read by tests is this process's alone."""
+    if op.log_path.exists() and op.log_path.stat().st_size:
+        n = 1
+        while op.log_path.with_name(f"{op.log_path.name}.{n}").exists():
+            n += 1
+        op.log_path.rename(op.log_path.with_name(f"{op.log_path.name}.{n}"))
     with open(op.log_path, "a") as log:
         op.proc = subprocess.Popen(op.cmd, stdout=log, stderr=subprocess.STDOUT, env=op.env, start_new_session=True)
     deadline = time.monotonic() + 60
