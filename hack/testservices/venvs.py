@@ -1,8 +1,8 @@
 """The virtualenvs the workload tests and the benchmark run: built once, cached by content hash.
 
 - server venv: exactly what the image installs, by the image's own script (server-image/install.sh),
-  at ``<cache>/venvs/server-<hash of requirements.lock, install.sh, python>``; the entrypoint package
-  is re-installed into it (seconds) when its sources change.
+  at ``<cache>/venvs/server-<hash of requirements.lock, install.sh, python>-ep-<hash of the entrypoint
+  sources>``: a hard-linked clone of the requirements venv with this entrypoint installed (seconds).
 - client venv: the stock `mlflow` client with its declared dependencies (scikit-learn, pandas, ...),
   from hack/testservices/client-requirements.lock, at ``<cache>/venvs/client-<hash>``. It also
   provides plain `mlflow server` for the benchmark's stock side.
@@ -87,31 +87,77 @@ def _run(cmd: list[str], what: str, log: Path, env_extra: dict | None = None) ->
     return time.monotonic() - t0
 
 
-def server_venv() -> Venv:
-    key = _hash((SERVER_IMAGE / "requirements.lock").read_bytes(), (SERVER_IMAGE / "install.sh").read_bytes(), _py_id())
+def _base_server_venv(key: str) -> Path:
+    """The image's pinned requirements (and some entrypoint), installed once per requirements key."""
     path = cache_dir() / "venvs" / f"server-{key}"
-    venv = Venv(path)
-    done = path / ".complete"
-    ep_hash = _tree_hash(SERVER_IMAGE / "entrypoint")
-    ep_marker = path / f".entrypoint-{ep_hash}"
     with file_lock(cache_dir() / "venvs" / f".server-{key}.lock"):
-        log = cache_dir() / "venvs" / f"server-{key}.log"
-        if not done.exists():
+        if not (path / ".complete").exists():
             shutil.rmtree(path, ignore_errors=True)
+            log = cache_dir() / "venvs" / f"server-{key}.log"
             secs = _run(["bash", str(SERVER_IMAGE / "install.sh"), str(path)], "server-image/install.sh", log,
                         {"PYTHON": base_python()})
             (path / ".install-seconds").write_text(f"{secs:.1f}\n")
-            for old in path.glob(".entrypoint-*"):
-                old.unlink()
-            ep_marker.touch()
-            done.touch()
-        elif not ep_marker.exists():
+            (path / ".complete").touch()
+    return path
+
+
+def _clone_venv(base: Path, path: Path) -> None:
+    """A copy of ``base`` at ``path`` made of hard links (seconds, no space), with the scripts and
+    activation files that name the venv's path rewritten (written anew, so base keeps its own)."""
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run(["cp", "-a", "--link", str(base), str(path)], check=True)
+    for marker in [path / ".complete", *path.glob(".entrypoint-*")]:
+        marker.unlink(missing_ok=True)
+    old, new = str(base).encode(), str(path).encode()
+    for script in (path / "bin").iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        data = script.read_bytes()
+        if old in data:
+            mode = script.stat().st_mode
+            script.unlink()  # breaks the hard link: base's file stays as it was
+            script.write_bytes(data.replace(old, new))
+            script.chmod(mode)
+
+
+def server_venv() -> Venv:
+    """The server venv for this checkout's entrypoint sources.
+
+    Keyed by the requirements and by the entrypoint's content hash: checkouts with different
+    entrypoint sources (worktrees, branches) get venvs of their own, so a test never runs another
+    checkout's entrypoint (one shared venv re-installed in place let parallel checkouts test each
+    other's code). Each is a hard-linked clone of the requirements venv plus its own entrypoint.
+    """
+    key = _hash((SERVER_IMAGE / "requirements.lock").read_bytes(), (SERVER_IMAGE / "install.sh").read_bytes(), _py_id())
+    ep_hash = _tree_hash(SERVER_IMAGE / "entrypoint")
+    path = cache_dir() / "venvs" / f"server-{key}-ep-{ep_hash}"
+    with file_lock(cache_dir() / "venvs" / f".server-{key}-ep-{ep_hash}.lock"):
+        if not (path / ".complete").exists():
+            base = _base_server_venv(key)
+            log = cache_dir() / "venvs" / f"server-{key}-ep-{ep_hash}.log"
+            t0 = time.monotonic()
+            _clone_venv(base, path)
             _run(["bash", str(SERVER_IMAGE / "install.sh"), "--entrypoint-only", str(path)],
                  "server-image/install.sh --entrypoint-only", log, {"PYTHON": base_python()})
-            for old in path.glob(".entrypoint-*"):
-                old.unlink()
-            ep_marker.touch()
-    return venv
+            (path / ".install-seconds").write_text(f"{time.monotonic() - t0:.1f}\n")
+            (path / ".complete").touch()
+    _prune_entrypoint_clones(key, keep=path)
+    return Venv(path)
+
+
+CLONE_MAX_AGE_SECONDS = 3 * 86400
+
+
+def _prune_entrypoint_clones(key: str, keep: Path) -> None:
+    """Clones of other entrypoint versions unused for days go (a clone in use is touched on use)."""
+    (keep / ".complete").touch()
+    now = time.time()
+    for clone in (cache_dir() / "venvs").glob(f"server-{key}-ep-*"):
+        marker = clone / ".complete"
+        if clone == keep or not marker.exists() or now - marker.stat().st_mtime < CLONE_MAX_AGE_SECONDS:
+            continue
+        with file_lock(cache_dir() / "venvs" / f".{clone.name}.lock"):
+            shutil.rmtree(clone, ignore_errors=True)
 
 
 def client_venv() -> Venv:
