@@ -60,8 +60,15 @@ def _stop_live() -> None:
             _log(f"stopping {c.workdir} failed: {exc}")
 
 
+_PREVIOUS_HANDLERS: dict[int, Any] = {}
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     _stop_live()
+    previous = _PREVIOUS_HANDLERS.get(signum)
+    if callable(previous):  # another guard (hack/testservices'): it ends the process in its turn
+        previous(signum, frame)
+        return
     # Restore the default and re-raise, so the process ends the way it was asked to.
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
@@ -75,7 +82,9 @@ def _install_handlers() -> None:
     atexit.register(_stop_live)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            previous = signal.getsignal(sig)
+            if previous is not signal.SIG_IGN and previous is not _on_signal:
+                _PREVIOUS_HANDLERS[sig] = previous
                 signal.signal(sig, _on_signal)
     # SIGINT raises KeyboardInterrupt: pytest runs fixture finalizers, then atexit runs.
 

@@ -3,6 +3,7 @@
 - ``postgres``: Debian's PostgreSQL 15 (initdb + postgres in a temp dir, password auth).
 - ``mysql``: Debian's MariaDB (mariadb-install-db + mariadbd in a temp dir, a password user).
 - ``s3``: MinIO built from its Go module (cached), an S3-compatible server.
+- ``azurite``: Azurite (Microsoft's Azure Storage emulator) installed with npm (cached), its blob service.
 - ``nginx``: Debian's NGINX with a generated config (path routing, body size, timeouts).
 - ``venvs``: the server image's virtualenv (built by server-image/install.sh) and a separate client
   virtualenv with the stock `mlflow` client and scikit-learn; cached by content hash.
@@ -11,6 +12,9 @@
 
 Everything is cached under ``${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/``; a warm cache builds nothing.
 A service that cannot be provided raises ServiceError with the reason (fixtures fail, never skip).
+Every service stops with the process that started it: at exit and on SIGTERM/SIGHUP (its data
+directory removed), and by the kernel when that process is SIGKILLed (``_util.owned``,
+``_util.die_with_parent``; tests/harness/test_testservices_die_with_owner.py).
 """
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -9,6 +12,68 @@ import time
 from pathlib import Path
 
 from . import ServiceError
+
+# -- the services die with the process that started them
+# A service runs in a session of its own (start_new_session), so a signal to the test process's group
+# does not reach it. Two guards stop it with its owner instead:
+# * owned(): at exit and on SIGTERM/SIGHUP, every service still running is stopped (its data
+#   directory removed), then the signal does what it did before (the previous handler, or the
+#   default: the process ends by that signal);
+# * die_with_parent(): the kernel signals the service when its owner dies, even by SIGKILL (no
+#   handler runs then, so the data directory stays). PR_SET_PDEATHSIG follows the *thread* that
+#   started the child: start services from the main thread (pytest's fixtures are).
+_OWNED: dict[int, object] = {}
+_PREVIOUS: dict[int, object] = {}
+_GUARDED = False
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM):
+    """A preexec_fn: ``sig`` to the child when its parent dies (runs after a user= demotion, which
+    would otherwise clear it)."""
+    def preexec() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        except Exception:  # not Linux: the atexit/signal guard still stops it
+            pass
+    return preexec
+
+
+def stop_owned() -> None:
+    for service in reversed(list(_OWNED.values())):
+        with contextlib.suppress(Exception):  # keep stopping the others
+            service.stop()
+
+
+def _on_signal(signum: int, frame) -> None:
+    stop_owned()
+    previous = _PREVIOUS.get(signum)
+    if callable(previous):
+        previous(signum, frame)
+    else:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def owned(service):
+    """Registers a started service (anything with stop()) to be stopped with this process; its
+    stop() calls disowned(). Returns the service."""
+    global _GUARDED
+    if not _GUARDED:
+        _GUARDED = True
+        atexit.register(stop_owned)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                previous = signal.getsignal(sig)
+                if previous is not signal.SIG_IGN:  # a process told to ignore it keeps doing so
+                    _PREVIOUS[sig] = previous
+                    signal.signal(sig, _on_signal)
+    _OWNED[id(service)] = service
+    return service
+
+
+def disowned(service) -> None:
+    _OWNED.pop(id(service), None)
 
 
 def free_port() -> int:

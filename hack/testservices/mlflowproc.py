@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ServiceError
-from ._util import free_port, stop, tail
+from ._util import die_with_parent, disowned, free_port, owned, stop, tail
 from .venvs import Venv
 
 
@@ -62,6 +62,7 @@ class ServerProc:
 
     def stop(self) -> None:
         stop(self.proc)
+        disowned(self)
 
 
 def _prepare(venv: Venv, env: dict[str, str], workdir: Path, port: int | None) -> tuple[dict, int, Path]:
@@ -85,10 +86,10 @@ def start_entrypoint(
     fh = open(log, "ab")
     proc = subprocess.Popen(
         [str(venv.bin("mlflow-entrypoint")), "serve"], env=full, cwd="/", stdout=fh, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=die_with_parent(),
     )
     fh.close()
-    sp = ServerProc(proc, port, log, scratch, full)
+    sp = owned(ServerProc(proc, port, log, scratch, full))
     if wait:
         try:
             sp.wait_healthy(timeout)

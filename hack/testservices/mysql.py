@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from . import ServiceError
-from ._util import free_port, stop, tail, wait_port
+from ._util import die_with_parent, disowned, free_port, owned as owned_by_us, stop, tail, wait_port
 from .postgres import _demote
 
 MARIADBD = Path("/usr/sbin/mariadbd")
@@ -108,7 +108,9 @@ class MySQL:
              # grant tables, so CREATE USER is refused there); the file is deleted once logins work
              f"--init-file={users}"],
             stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, **demote,
+            preexec_fn=die_with_parent(),
         )
+        owned_by_us(self)
         logfh.close()
         try:
             wait_port(self.port, 60, self.proc, "mariadbd", self.log)
@@ -156,3 +158,4 @@ class MySQL:
         """SIGTERM (mariadbd shuts down cleanly on it), SIGKILL only if it does not end in time."""
         stop(self.proc, timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
+        disowned(self)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from . import ServiceError
-from ._util import free_port, stop, tail, wait_port
+from ._util import die_with_parent, disowned, free_port, owned, stop, tail, wait_port
 from .postgres import _demote
 
 NGINX = Path("/usr/sbin/nginx")
@@ -85,7 +85,9 @@ class Nginx:
             self.proc = subprocess.Popen(
                 [str(NGINX), "-c", str(self.conf), "-e", str(self.dir / "error.log"), "-p", str(self.dir)],
                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, **demote,
+                preexec_fn=die_with_parent(),
             )
+        owned(self)
         try:
             wait_port(self.port, 15, self.proc, "nginx", log)
         except ServiceError as e:
@@ -95,3 +97,4 @@ class Nginx:
     def stop(self) -> None:
         stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
+        disowned(self)

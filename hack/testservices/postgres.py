@@ -9,6 +9,7 @@ import glob
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -16,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from . import ServiceError
-from ._util import free_port, stop, tail, wait_port
+from ._util import die_with_parent, disowned, free_port, owned, stop, tail, wait_port
 
 RUN_AS = "nobody"
 
@@ -78,7 +79,9 @@ class Postgres:
              "-k", str(self.dir), "-c", "fsync=off", "-c", "synchronous_commit=off",
              "-c", "full_page_writes=off", "-c", "max_connections=400", "-c", "shared_buffers=64MB"],
             stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, **demote,
+            preexec_fn=die_with_parent(signal.SIGINT),  # SIGINT: PostgreSQL's fast shutdown
         )
+        owned(self)
         wait_port(self.port, 30, self.proc, "postgres", self.log)
         # accepting TCP is not yet accepting logins: wait until a query works
         import time
@@ -130,3 +133,4 @@ class Postgres:
     def stop(self) -> None:
         stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
+        disowned(self)

@@ -7,6 +7,7 @@ Fixtures (all fail with the reason, never skip, when a real part cannot be provi
 - ``mysql``: a running ``MySQL`` (Debian's MariaDB); ``mysql.create_database()`` gives a fresh
   ``mysql://`` URI; ``mysql_uri``: a fresh empty database on it.
 - ``s3``: a running MinIO ``S3Server``; ``s3.create_bucket(name)``, ``s3.env()``.
+- ``azurite``: a running Azurite blob service (``Azurite``); ``azurite.connection_string(host, port)``.
 - ``pg_uri``: a fresh empty database URI on ``postgres``; ``migrated_pg_uri``: one migrated by
   ``mlflow-entrypoint migrate``.
 - ``mlflow_server``: factory ``mlflow_server(env, name=...)`` -> ``ServerProc`` running
@@ -24,6 +25,7 @@ import textwrap
 import pytest
 
 from . import ServiceError
+from .azurite import Azurite
 from .mlflowproc import run_entrypoint, start_entrypoint
 from .mysql import MySQL
 from .nginx import Nginx
@@ -71,6 +73,13 @@ def mysql():
 @pytest.fixture(scope="session")
 def s3():
     server = _provide("the S3 server (MinIO)", lambda: S3Server().start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    server = _provide("the Azure Blob emulator (Azurite)", lambda: Azurite().start())
     yield server
     server.stop()
 

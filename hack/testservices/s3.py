@@ -17,7 +17,7 @@ from pathlib import Path
 from localcluster.build import file_lock
 
 from . import ServiceError, cache_dir
-from ._util import free_port, stop, tail, wait_port
+from ._util import die_with_parent, disowned, free_port, owned, stop, tail, wait_port
 
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"  # master of 2026-02-12 (commit 7aac2a2c5b7c)
@@ -86,8 +86,9 @@ class S3Server:
             self.proc = subprocess.Popen(
                 [str(binary), "server", str(self.dir / "data"), "--address", f"127.0.0.1:{self.port}",
                  "--console-address", f"127.0.0.1:{console}", "--quiet"],
-                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=die_with_parent(),
             )
+        owned(self)
         wait_port(self.port, 60, self.proc, "minio", self.log)
         deadline = time.monotonic() + 60
         while True:  # listening is not yet serving: wait for the health endpoint
@@ -130,3 +131,4 @@ class S3Server:
     def stop(self) -> None:
         stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
+        disowned(self)
