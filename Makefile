@@ -68,7 +68,7 @@ test-node: setup system-deps build images
 # The CRD is generated from the pydantic models; the chart ships a copy (tests fail on drift).
 crd: setup
 	$(VENV)/bin/mlflow-operator crd --output crds/
-	cp crds/trackingservers.mlflow-operator.dev.yaml charts/mlflow-operator/crds/
+	cp crds/trackingservers.mlflow-operator.dev.yaml crds/trackingserverclasses.mlflow-operator.dev.yaml charts/mlflow-operator/crds/
 
 cluster-up:
 	hack/cluster up

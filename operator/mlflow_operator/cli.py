@@ -1,6 +1,7 @@
 """The `mlflow-operator` command.
 
-    mlflow-operator render -f FILE|DIR [-f ...] [-R] [--namespace NS]   manifests the operator would apply
+    mlflow-operator render -f FILE|DIR [-f ...] [-R] [--namespace NS] [--class FILE|DIR ...]
+                                                                     manifests the operator would apply
     mlflow-operator crd [--output DIR]                               the CRD (stdout, or DIR/<crd>.yaml)
     mlflow-operator run                                              the operator (reconciliation: later)
 """
@@ -15,10 +16,11 @@ from typing import Any, TextIO
 import yaml
 
 from . import __version__, yamlio
-from .api import InvalidTrackingServer, load_trackingserver
-from .constants import API_VERSION, DEFAULT_CLUSTER_DOMAIN, DEFAULT_IMAGE, KIND, MLFLOW_VERSION
-from .crd import crd_yaml, write_crd
+from .api import InvalidTrackingServer, TrackingServerClass, load_trackingserver, load_trackingserverclass
+from .constants import API_VERSION, CLASS_KIND, DEFAULT_CLUSTER_DOMAIN, DEFAULT_IMAGE, KIND, MLFLOW_VERSION
+from .crd import all_crds_yaml, trackingserver_schema, write_crd
 from .render import RenderContext, render, required_generated_secrets
+from .render.classes import apply_class, class_name_for
 
 EXIT_INVALID = 1
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
@@ -77,9 +79,32 @@ def _article(word: str) -> str:
     return "an" if word[:1].upper() in "AEIOU" else "a"
 
 
+def _classes(paths: list[str], recursive: bool, stdin: TextIO) -> dict[str, TrackingServerClass]:
+    """The TrackingServerClasses of the --class files (other kinds in them are ignored)."""
+    classes: dict[str, TrackingServerClass] = {}
+    errors = []
+    for path in _expand_paths(paths, recursive):
+        for doc in _read_documents(path, stdin):
+            if not isinstance(doc, dict) or doc.get("kind") != CLASS_KIND:
+                continue
+            name = (doc.get("metadata") or {}).get("name", "?")
+            try:
+                cls = load_trackingserverclass(doc)
+            except InvalidTrackingServer as exc:
+                details = "\n".join(f"  {e}" for e in exc.errors)
+                errors.append(f"{path}: {CLASS_KIND} {name!r} is invalid:\n{details}")
+                continue
+            classes[cls.name] = cls
+    if errors:
+        raise CliError("\nerror: ".join(errors))
+    return classes
+
+
 def _trackingservers(path: str, documents: list[Any], namespace: str | None, err: TextIO) -> list[dict]:
     found = []
     for doc in documents:
+        if isinstance(doc, dict) and doc.get("kind") == CLASS_KIND:
+            continue  # read with --class
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
             kind = str(doc.get("kind", "document without a kind")) if isinstance(doc, dict) else type(doc).__name__
             print(f"{path}: skipping {_article(kind)} {kind} (not a {KIND})", file=err)
@@ -100,17 +125,36 @@ def _trackingservers(path: str, documents: list[Any], namespace: str | None, err
     return found
 
 
+def _with_class(path: str, doc: dict, classes: dict[str, TrackingServerClass], err: TextIO) -> tuple[dict, str]:
+    """The TrackingServer under its class, as the operator runs it, and how to name it in errors."""
+    name = (doc.get("metadata") or {}).get("name", "?")
+    class_name = class_name_for(doc, classes.values())
+    if class_name is None:
+        return doc, f"{KIND} {name!r}"
+    if class_name not in classes:
+        raise CliError(f"{path}: {KIND} {name!r} names {CLASS_KIND} {class_name!r}, which no --class file holds")
+    # The TrackingServer's own rules first, in its own words; then the spec the class makes.
+    load_trackingserver(doc)
+    result = apply_class(doc, classes[class_name], trackingserver_schema()["properties"]["spec"])
+    for field in result.overridden:
+        print(f"{path}: note: {KIND} {name!r}: spec.{field} is enforced by {CLASS_KIND} {class_name!r}; "
+              "the class's value applies, the spec's is ignored", file=err)
+    return result.body, f"{KIND} {name!r} with {CLASS_KIND} {class_name!r}"
+
+
 def _render_file(path: str, namespace: str | None, context: RenderContext, stdin: TextIO,
-                 err: TextIO) -> list[tuple[Any, list]]:
+                 err: TextIO, classes: dict[str, TrackingServerClass]) -> list[tuple[Any, list]]:
     rendered = []
     for doc in _trackingservers(path, _read_documents(path, stdin), namespace, err):
         name = (doc.get("metadata") or {}).get("name", "?")
+        what = f"{KIND} {name!r}"
         try:
+            doc, what = _with_class(path, doc, classes, err)
             ts = load_trackingserver(doc)
             manifests = render(ts, context)
         except InvalidTrackingServer as exc:
             details = "\n".join(f"  {e}" for e in exc.errors)
-            raise CliError(f"{path}: {KIND} {name!r} is invalid:\n{details}") from None
+            raise CliError(f"{path}: {what} is invalid:\n{details}") from None
         for secret in required_generated_secrets(ts):
             print(
                 f"note: Secret {secret.name} ({', '.join(secret.keys)}) holds random values; the "
@@ -126,9 +170,10 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO
     rendered, errors = [], []
     files = _expand_paths(args.file, args.recursive)
     context = RenderContext(default_image=args.default_image, cluster_domain=args.cluster_domain)
+    classes = _classes(args.classes, args.recursive, stdin) if args.classes else {}
     for path in files:
         try:
-            rendered += _render_file(path, args.namespace, context, stdin, err)
+            rendered += _render_file(path, args.namespace, context, stdin, err, classes)
         except CliError as exc:
             errors.append(str(exc))
     if errors:
@@ -147,7 +192,7 @@ def cmd_crd(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -
         path = write_crd(Path(args.output))
         print(f"wrote {path}", file=err)
     else:
-        out.write(crd_yaml())
+        out.write(all_crds_yaml())
     return 0
 
 
@@ -168,11 +213,14 @@ def parser() -> argparse.ArgumentParser:
                    help="YAML file with one or more TrackingServers, a directory of them, or '-' for stdin (repeatable)")
     r.add_argument("-R", "--recursive", action="store_true", help="also read the subdirectories of a directory")
     r.add_argument("-n", "--namespace", help="namespace for TrackingServers that do not name one (default: default)")
+    r.add_argument("--class", dest="classes", action="append", default=[], metavar="FILE|DIR",
+                   help="TrackingServerClasses (a file or directory, repeatable): each TrackingServer is rendered "
+                   "under the class it names (spec.className), or the one annotated as the default")
     r.add_argument("--default-image", default=DEFAULT_IMAGE, type=default_image,
                    help="as the operator's --default-image: the image of a TrackingServer without spec.image")
     r.add_argument("--cluster-domain", default=DEFAULT_CLUSTER_DOMAIN, help="as the operator's --cluster-domain")
     r.set_defaults(func=cmd_render)
-    c = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it into a directory")
+    c = sub.add_parser("crd", help="print the CustomResourceDefinitions, or write them into a directory")
     c.add_argument("-o", "--output", metavar="DIR", help="write DIR/<crd name>.yaml instead of printing")
     c.set_defaults(func=cmd_crd)
     run = sub.add_parser("run", help="run the operator (Kopf): reconcile TrackingServers in the cluster")

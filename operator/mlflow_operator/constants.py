@@ -18,12 +18,21 @@ SHORT_NAMES = ["mlts"]
 CATEGORIES = ["mlflow"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_FILENAME = f"{CRD_NAME}.yaml"
+# The platform team's TrackingServerClass (cluster-scoped, like StorageClass and IngressClass).
+CLASS_KIND = "TrackingServerClass"
+CLASS_PLURAL = "trackingserverclasses"
+CLASS_SINGULAR = "trackingserverclass"
+CLASS_SHORT_NAMES = ["mltsc"]
+CLASS_CRD_NAME = f"{CLASS_PLURAL}.{GROUP}"
+CLASS_CRD_FILENAME = f"{CLASS_CRD_NAME}.yaml"
 
 # Our annotation and label prefix.
 PREFIX = f"{GROUP}/"
 CONFIG_HASH_ANNOTATION = f"{PREFIX}config-hash"
 RETENTION_ANNOTATION = f"{PREFIX}retention-policy"
 DATA_LOCATIONS_ANNOTATION = f"{PREFIX}data-locations"
+# Marks the class of TrackingServers that name none (as storageclass.kubernetes.io/is-default-class).
+DEFAULT_CLASS_ANNOTATION = f"{PREFIX}is-default-class"
 
 # The server container: port, probes, writable paths and the user it runs as.
 HTTP_PORT = 5000

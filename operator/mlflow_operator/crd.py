@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from . import yamlio
-from .api import NAME_RULE, SPEC_RULES, TrackingServerSpec, TrackingServerStatus
-from .constants import CATEGORIES, CRD_FILENAME, CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from .api import NAME_RULE, SPEC_RULES, TrackingServerClassSpec, TrackingServerSpec, TrackingServerStatus
+from .constants import (
+    CATEGORIES, CLASS_CRD_FILENAME, CLASS_CRD_NAME, CLASS_KIND, CLASS_PLURAL, CLASS_SHORT_NAMES, CLASS_SINGULAR,
+    CRD_FILENAME, CRD_NAME, DEFAULT_CLASS_ANNOTATION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION,
+)
 
 # JSON-Schema keywords that OpenAPI v3 in a CRD accepts unchanged.
 _KEPT = {
@@ -85,12 +88,18 @@ def model_schema(model: type) -> dict[str, Any]:
     return structural(raw, defs)
 
 
+def unless_classed(validation: dict[str, Any]) -> dict[str, Any]:
+    return {**validation, "rule": f"has(self.className) || ({validation['rule']})"}
+
+
 def openapi_schema() -> dict[str, Any]:
     spec = model_schema(TrackingServerSpec)
     # No `default: {}` on spec itself: the API server checks a default against the rules as
     # written, without the nested defaults the rules rely on. A missing spec stays missing and
     # means the same as `spec: {}` (the models default it).
-    spec["x-kubernetes-validations"] = [rule.validation() for rule in SPEC_RULES]
+    # With a class, the spec is only the team's part: the rules across fields hold for the spec
+    # the class and the team's part make together, which the operator checks (a condition).
+    spec["x-kubernetes-validations"] = [unless_classed(rule.validation()) for rule in SPEC_RULES]
     status = model_schema(TrackingServerStatus)
     return {
         "type": "object",
@@ -113,6 +122,40 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
+def partial(node: dict[str, Any]) -> dict[str, Any]:
+    """A spec schema where every field is optional and nothing is defaulted: a class's `defaults`
+    is a part of a spec, merged under the team's. Objects merge key by key, so along object
+    properties `required`, `default` and the objects' own rules (which may read defaulted or
+    required fields) go; lists and map values are replaced whole, so they keep every check."""
+    out = {k: v for k, v in node.items() if k not in ("required", "default")}
+    if "properties" in out:
+        out.pop("x-kubernetes-validations", None)
+        out["properties"] = {name: partial(prop) for name, prop in out["properties"].items()}
+    return out
+
+
+def class_openapi_schema() -> dict[str, Any]:
+    spec = model_schema(TrackingServerClassSpec)
+    defaults = partial(model_schema(TrackingServerSpec))
+    defaults["properties"].pop("className")
+    defaults["description"] = spec["properties"]["defaults"]["description"]
+    spec["properties"]["defaults"] = defaults
+    return {
+        "type": "object",
+        "description": "A TrackingServerClass is what a platform team decides once for many teams' "
+        "tracking servers: spec defaults, fields teams may not change, each server's artifact "
+        "destination and cloud identity, and its host name and exposure. A TrackingServer names "
+        f"it in spec.className; the class annotated {DEFAULT_CLASS_ANNOTATION}=true serves those "
+        "that name none. Try `mlflow-operator render -f <server> --class <class>`.",
+        "properties": {
+            "apiVersion": {"type": "string", "description": "mlflow-operator.dev/v1alpha1"},
+            "kind": {"type": "string", "description": CLASS_KIND},
+            "metadata": {"type": "object"},
+            "spec": spec,
+        },
+    }
+
+
 def _condition_column(name: str, condition: str, description: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -124,6 +167,59 @@ def _condition_column(name: str, condition: str, description: str) -> dict[str, 
 
 def custom_resource_definition() -> dict[str, Any]:
     return copy.deepcopy(_custom_resource_definition())
+
+
+def class_custom_resource_definition() -> dict[str, Any]:
+    return copy.deepcopy(_class_custom_resource_definition())
+
+
+def trackingserver_schema() -> dict[str, Any]:
+    """The CRD's schema, shared and read-only (callers must not change it)."""
+    return _custom_resource_definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@functools.cache
+def _class_custom_resource_definition() -> dict[str, Any]:
+    escaped = DEFAULT_CLASS_ANNOTATION.replace(".", "\\.")
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CLASS_CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "mlflow-operator", "app.kubernetes.io/part-of": "mlflow-operator"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": CLASS_KIND,
+                "listKind": f"{CLASS_KIND}List",
+                "plural": CLASS_PLURAL,
+                "singular": CLASS_SINGULAR,
+                "shortNames": list(CLASS_SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": class_openapi_schema()},
+                    "additionalPrinterColumns": [
+                        {"name": "Default", "type": "string", "jsonPath": f".metadata.annotations.{escaped}",
+                         "description": "Whether TrackingServers without spec.className get this class."},
+                        {"name": "Artifacts", "type": "string", "jsonPath": ".spec.artifacts.destinationTemplate",
+                         "description": "Each server's artifact destination."},
+                        {"name": "Host", "type": "string", "jsonPath": ".spec.exposure.hostTemplate",
+                         "description": "Each server's host name."},
+                        {"name": "Enforced", "type": "string", "jsonPath": ".spec.enforced", "priority": 1,
+                         "description": "Fields teams may not change."},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }
 
 
 @functools.cache
@@ -166,6 +262,8 @@ def _custom_resource_definition() -> dict[str, Any]:
                         {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Where clients reach the server."},
                         {"name": "Mode", "type": "string", "jsonPath": ".status.mode", "description": "Artifact serving mode."},
                         {"name": "Version", "type": "string", "jsonPath": ".status.mlflowVersion", "description": "MLflow version running."},
+                        {"name": "Class", "type": "string", "jsonPath": ".status.className", "priority": 1,
+                         "description": "The TrackingServerClass it runs with."},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                 }
@@ -174,14 +272,26 @@ def _custom_resource_definition() -> dict[str, Any]:
     }
 
 
+HEADER = "# Generated by `mlflow-operator crd --output crds/` from operator/mlflow_operator/api. Do not edit.\n"
+
+
 def crd_yaml() -> str:
     """The CRD as written to crds/: sorted keys, so the file is stable and diffs are small."""
-    header = "# Generated by `mlflow-operator crd --output crds/` from operator/mlflow_operator/api. Do not edit.\n"
-    return header + yamlio.dump(custom_resource_definition(), sort_keys=True, width=100)
+    return HEADER + yamlio.dump(custom_resource_definition(), sort_keys=True, width=100)
+
+
+def class_crd_yaml() -> str:
+    return HEADER + yamlio.dump(class_custom_resource_definition(), sort_keys=True, width=100)
+
+
+def all_crds_yaml() -> str:
+    return crd_yaml() + "---\n" + class_crd_yaml()
 
 
 def write_crd(directory: Path) -> Path:
+    """Writes both CRDs; returns the TrackingServer's."""
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / CLASS_CRD_FILENAME).write_text(class_crd_yaml())
     path = directory / CRD_FILENAME
     path.write_text(crd_yaml())
     return path

@@ -40,8 +40,22 @@ class Case:
         return re.search(pattern, text) is not None
 
 
-def _load(filename: str) -> list[Case]:
-    cases = [Case(**{"spec": {}, **raw}) for raw in yaml.safe_load((HERE / filename).read_text())]
+@dataclass(frozen=True)
+class ClassCase(Case):
+    """A TrackingServerClass (cluster-scoped): `namespace` only keeps names apart between runs."""
+
+    def object(self, namespace: str = "ml") -> dict[str, Any]:
+        name = re.sub(r"[^a-z0-9]+", "-", self.name)[:40].strip("-") + "-" + namespace
+        return {
+            "apiVersion": "mlflow-operator.dev/v1alpha1",
+            "kind": "TrackingServerClass",
+            "metadata": {"name": name, **copy.deepcopy(self.metadata)},
+            "spec": copy.deepcopy(self.spec),
+        }
+
+
+def _load(filename: str, case: type[Case] = Case) -> list[Case]:
+    cases = [case(**{"spec": {}, **raw}) for raw in yaml.safe_load((HERE / filename).read_text())]
     names = [c.name for c in cases]
     duplicates = {n for n in names if names.count(n) > 1}
     assert not duplicates, f"{filename}: case names used twice: {duplicates}"
@@ -50,3 +64,5 @@ def _load(filename: str) -> list[Case]:
 
 INVALID = _load("invalid.yaml")
 VALID = _load("valid.yaml")
+CLASS_INVALID = _load("classes_invalid.yaml", ClassCase)
+CLASS_VALID = _load("classes_valid.yaml", ClassCase)

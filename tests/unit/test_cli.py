@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow_operator.cli import main
 from mlflow_operator.constants import CRD_FILENAME
-from mlflow_operator.crd import crd_yaml
+from mlflow_operator.crd import all_crds_yaml, class_crd_yaml, crd_yaml
 from mlflow_operator.render import render
 
 from .helpers import EXAMPLES, REPO, example_files, make
@@ -97,9 +97,10 @@ def test_render_skips_other_kinds_and_renders_every_trackingserver():
 
 def test_crd_prints_and_writes(tmp_path):
     code, out, _ = run("crd")
-    assert code == 0 and out == crd_yaml()
+    assert code == 0 and out == all_crds_yaml()
     code, _, err = run("crd", "--output", str(tmp_path / "crds"))
     assert code == 0 and (tmp_path / "crds" / CRD_FILENAME).read_text() == crd_yaml()
+    assert (tmp_path / "crds" / "trackingserverclasses.mlflow-operator.dev.yaml").read_text() == class_crd_yaml()
 
 
 def test_console_script_exit_code():

@@ -116,6 +116,7 @@ def test_names_subresources_and_columns():
         "URL": ".status.url",
         "Mode": ".status.mode",
         "Version": ".status.mlflowVersion",
+        "Class": ".status.className",
         "Age": ".metadata.creationTimestamp",
     }
 

@@ -4,6 +4,7 @@ from .rules import NAME_RULE, RULES_BY_NAME, SPEC_RULES, Rule
 from .spec import TrackingServerSpec
 from .status import Condition, TrackingServerStatus
 from .trackingserver import FieldError, InvalidTrackingServer, TrackingServer, load_trackingserver
+from .trackingserverclass import TrackingServerClass, TrackingServerClassSpec, load_trackingserverclass
 
 __all__ = [
     "Condition",
@@ -14,7 +15,10 @@ __all__ = [
     "Rule",
     "SPEC_RULES",
     "TrackingServer",
+    "TrackingServerClass",
+    "TrackingServerClassSpec",
     "TrackingServerSpec",
     "TrackingServerStatus",
     "load_trackingserver",
+    "load_trackingserverclass",
 ]

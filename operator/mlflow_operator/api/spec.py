@@ -896,6 +896,16 @@ class TrackingServerSpec(ApiModel):
     """The desired MLflow tracking server. An empty spec runs the quickstart: one replica with
     SQLite and artifacts on a 10Gi volume, no authentication, a ClusterIP Service on port 5000."""
 
+    class_name: Optional[ObjectName] = Field(
+        default=None,
+        description="The TrackingServerClass whose defaults, enforced fields, artifact store and "
+        "exposure this server gets (`kubectl get trackingserverclasses`). Left out: the class "
+        "annotated mlflow-operator.dev/is-default-class=true when the server is first reconciled, "
+        "else none. A value the team sets wins over a class default, except for the class's "
+        "enforced fields. With a class the rules across fields (replicas with SQLite, ...) hold for the "
+        "spec the class and this one make together: the operator checks it (condition "
+        "ClassApplied), as does `mlflow-operator render --class`.",
+    )
     image: Optional[ImageReference] = Field(
         default=None,
         description=f"Server image. Default: {DEFAULT_IMAGE} (the MLflow version this operator "

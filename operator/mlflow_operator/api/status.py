@@ -67,6 +67,11 @@ class TrackingServerStatus(ApiModel):
         description="Observations, one per type.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    class_name: str | None = Field(
+        default=None,
+        description="The TrackingServerClass the server runs with: spec.className, or the default "
+        "class it got at its first reconcile (kept when another class becomes the default).",
+    )
     url: str | None = Field(
         default=None, description="Where clients reach the server (MLFLOW_TRACKING_URI)."
     )

@@ -45,7 +45,9 @@ class TrackingServer(ApiModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "TrackingServer":
         # The same rules the API server enforces through the CRD's CEL (see rules.py).
-        violations = [("spec." + rule.field, rule.message) for rule in SPEC_RULES if not rule.check(self.spec)]
+        # With a class, they hold for the spec the class and this one make (render/classes.py).
+        classed = self.spec.class_name is not None
+        violations = [("spec." + rule.field, rule.message) for rule in SPEC_RULES if not classed and not rule.check(self.spec)]
         if not NAME_RULE.check(self.metadata.name):
             violations.insert(0, (NAME_RULE.field, NAME_RULE.message))
         if violations:
@@ -124,8 +126,13 @@ def _api_server_wording(err: dict[str, Any]) -> str:
 
 
 def _field_errors(exc: ValidationError) -> list[FieldError]:
+    return field_errors_of(exc.errors(include_url=False))
+
+
+def field_errors_of(details: list[dict[str, Any]]) -> list[FieldError]:
+    """pydantic's error details as FieldErrors, in the API server's words."""
     errors: list[FieldError] = []
-    for err in exc.errors(include_url=False):
+    for err in details:
         if err["type"] == RULES_ERROR:
             # A rule reports its own field, relative to where it sits (the object's location).
             base = _path(err["loc"]) if err["loc"] else ""
