@@ -69,3 +69,15 @@ def test_kubectl_explain_documents_the_class(api):
     auth = cluster.kubectl("explain", "trackingserverclass.spec.defaults.auth.type").stdout
     assert "basic-auth" in auth  # the TrackingServer's own documentation, under defaults
     assert "spec.className" in cluster.kubectl("explain", "trackingserverclass").stdout
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples" / "classes").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_api_server_accepts_the_examples(api, path):
+    doc = yaml.safe_load(path.read_text())
+    if doc["kind"] == "TrackingServer":
+        doc["metadata"].pop("namespace")  # the namespace of the example need not exist here
+        api[0].kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "trackingservers.mlflow-operator.dev.yaml"))
+        result = api[0].kubectl("apply", "--dry-run=server", "-n", "default", "-f", "-", input=yaml.safe_dump(doc), check=False)
+    else:
+        result = apply(api, doc)
+    assert result.returncode == 0, result.stderr

@@ -31,9 +31,10 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from ..api import InvalidTrackingServer
-from ..constants import API_VERSION, GROUP, PLURAL, VERSION
+from ..api import InvalidTrackingServer, TrackingServerClass, load_trackingserverclass
+from ..constants import API_VERSION, CLASS_PLURAL, GROUP, PLURAL, VERSION
 from ..render import RenderContext
+from ..render.classes import class_name_for
 from . import kube, metrics
 from .reconcile import reconcile
 from .stores import probe_stores
@@ -86,6 +87,8 @@ class State:
     post_context: contextvars.Context | None = None  # Kopf's event poster, for kopf.event in threads
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once every index is populated
     settings: kopf.OperatorSettings | None = None  # for per-object loggers
+    # TrackingServerClasses as last loaded, by name: (resourceVersion, model or None if invalid).
+    classes: dict[str, tuple[str, TrackingServerClass | None]] = field(default_factory=dict)
     pool: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -148,9 +151,56 @@ for _group, _version, _plural, _kind in CACHED_CHILDREN:
     _register_child_cache(_group, _version, _plural, _kind)
 
 
+# ---- TrackingServerClasses --------------------------------------------------------------------------
+
+@kopf.index(GROUP, VERSION, CLASS_PLURAL, id="trackingserverclasses")
+async def index_class(body: kopf.Body, name: str, **_: Any) -> dict[str, str]:
+    return {name: kube.compact(dict(body))}
+
+
+@kopf.on.event(GROUP, VERSION, CLASS_PLURAL, id="trackingserverclass")
+async def class_changed(event: kopf.RawEvent, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A class changed or went: its servers (by spec.className or the default they got), and servers
+    not reconciled yet (a new default), get a pass. The first listing after a start needs none:
+    every server is queued by its own listing."""
+    state: State = memo.state
+    _remember_indexes(state, kwargs)
+    if event["type"] is None:
+        return
+    for key, body in state.bodies.items():
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        if name in (spec.get("className"), status.get("className")) or (
+                not spec.get("className") and status.get("observedGeneration") is None):
+            state.queue.add(key, DEBOUNCE_SECONDS)
+
+
+def _classes(state: State) -> dict[str, TrackingServerClass | None]:
+    """The classes from the watch cache, each parsed once per resourceVersion (on the event loop)."""
+    index = state.indexes.get("classes")
+    if index is None:
+        return {}
+    out: dict[str, TrackingServerClass | None] = {}
+    for name in list(index):
+        for text in index.get(name, ()):
+            raw = json.loads(text)
+            version = raw["metadata"].get("resourceVersion")
+            cached = state.classes.get(name)
+            if cached is None or cached[0] != version:
+                try:
+                    cached = (version, load_trackingserverclass(raw))
+                except InvalidTrackingServer:
+                    cached = (version, None)  # only when the CRD's validation was bypassed
+                state.classes[name] = cached
+            out[name] = cached[1]
+    for gone in set(state.classes) - set(out):
+        del state.classes[gone]
+    return out
+
+
 def _remember_indexes(state: State, kwargs: dict[str, Any]) -> None:
     """Kopf hands indexes to handlers only: the workers keep the references the first handler gets."""
     if not state.ready.is_set():
+        state.indexes["classes"] = kwargs["trackingserverclasses"]
         for _, _, plural, kind in CACHED_CHILDREN:
             state.indexes[kind] = kwargs[f"children_{plural}"]
         state.post_context = contextvars.copy_context()
@@ -160,7 +210,9 @@ def _remember_indexes(state: State, kwargs: dict[str, Any]) -> None:
 def _children(state: State, key: Key) -> list[dict[str, Any]]:
     """The cached children of one TrackingServer, decoded (on the event loop: the indexes change there)."""
     out = []
-    for index in state.indexes.values():
+    for kind, index in state.indexes.items():
+        if kind == "classes":
+            continue
         for text in index.get(key, ()):
             out.append(json.loads(text))
     return out
@@ -220,7 +272,9 @@ async def _worker(state: State) -> None:
             if body is None:
                 continue  # deleted meanwhile
             children = _children(state, key)
-            inputs = _inputs(body, children)
+            classes = _classes(state)
+            class_name = class_name_for(body, [c for c in classes.values() if c is not None])
+            inputs = _inputs(body, children) + ((class_name, state.classes.get(class_name, (None,))[0]),)
             if state.settled.get(key) == inputs:
                 # A resync of a converged server whose inputs are all watched: nothing to do, no CPU spent.
                 next_in = state.resync * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
@@ -228,7 +282,7 @@ async def _worker(state: State) -> None:
             state.settled.pop(key, None)
             view = kube.PassView(key[0], key[1], CACHED_KINDS, children)
             next_in, written, settled = await loop.run_in_executor(
-                state.pool, state.post_context.copy().run, _pass, body, view, state)
+                state.pool, state.post_context.copy().run, _pass, body, view, state, classes)
             if written is not None and state.bodies.get(key) is body:
                 state.bodies[key] = written  # until the watch brings it: no second identical write
             if settled:
@@ -253,7 +307,8 @@ def _inputs(body: dict[str, Any], children: list[dict[str, Any]]) -> tuple:
 OFFLINE_PROBES = {"NotApplicable", "Embedded", "Volume", "ManagedService", "NotProbed"}
 
 
-def _pass(body: dict[str, Any], view: kube.PassView, state: State) -> tuple[float, dict[str, Any] | None, bool]:
+def _pass(body: dict[str, Any], view: kube.PassView, state: State,
+          classes: dict[str, TrackingServerClass | None] | None = None) -> tuple[float, dict[str, Any] | None, bool]:
     """One pass, in a worker thread. Returns when to come back, the body after a status write, and
     whether the pass was settled: it wrote nothing and read only the watch cache."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -272,7 +327,7 @@ def _pass(body: dict[str, Any], view: kube.PassView, state: State) -> tuple[floa
     try:
         before = kube.requests_made()
         with metrics.timed_reconcile(namespace, name), kube.deadline(), kube.reading_from(view):
-            result, written = run_pass(body, probes, state.render_base, logger)
+            result, written = run_pass(body, probes, state.render_base, logger, classes or {})
         state.failures.pop(key, None)
         settled = kube.requests_made() == before and all(offline) and not result.requeue_after
         if result.requeue_after:
@@ -302,12 +357,13 @@ def _backoff(failures: int, resync: float) -> float:
 
 
 def run_pass(body: dict[str, Any], probes=probe_stores, render_base: RenderContext | None = None,
-             logger: logging.Logger | logging.LoggerAdapter = log):
+             logger: logging.Logger | logging.LoggerAdapter = log,
+             classes: dict[str, TrackingServerClass | None] | None = None):
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
         (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message)
 
-    result = reconcile(body, emit, probes=probes, render_base=render_base or RenderContext())
+    result = reconcile(body, emit, probes=probes, render_base=render_base or RenderContext(), classes=classes or {})
     current = body.get("status") or {}
     written = None
     changed = [k for k, v in result.status.items() if current.get(k) != v]

@@ -27,6 +27,9 @@ from ..api import InvalidTrackingServer, TrackingServer, load_trackingserver
 from ..api import derived as d
 from ..render import RenderContext, client_url, fresh_secret_values, migration_guard, render, required_generated_secrets, secret_data_hash
 from ..render import naming
+from ..api import TrackingServerClass
+from ..crd import trackingserver_schema
+from ..render.classes import apply_class, class_name_for
 from . import kube, metrics
 from .conditions import Condition, find, keep_only, merge_conditions
 from .dataplace import data_in_place
@@ -243,15 +246,69 @@ def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
 
 # ---- the pass ---------------------------------------------------------------------------------
 
+# ---- step 0: the class ----------------------------------------------------------------------
+
+CLASS_APPLIED = "ClassApplied"
+
+
+def _class_hold(body: dict[str, Any], class_name: str, condition: Condition) -> PassResult:
+    """The class cannot be applied: nothing is touched (the server keeps running as it was), and
+    its ClassApplied condition says why. Every other condition stays as last observed."""
+    generation = body["metadata"].get("generation", 0)
+    status = dict(body.get("status") or {})
+    conditions = merge_conditions(status.get("conditions") or [], [condition], generation)
+    status.update(conditions=conditions, className=class_name)
+    return PassResult(status=status, requeue_after=60)
+
+
+def with_class(body: dict[str, Any], classes: dict[str, TrackingServerClass | None]
+               ) -> tuple[dict[str, Any], str | None, Condition | None, PassResult | None]:
+    """The TrackingServer as it runs under its class, the class's name, its ClassApplied
+    condition, and, when the class cannot be applied, the pass's result instead."""
+    class_name = class_name_for(body, [c for c in classes.values() if c is not None])
+    if class_name is None:
+        return body, None, None, None
+    cls = classes.get(class_name)
+    if class_name not in classes:
+        return body, class_name, None, _class_hold(body, class_name, Condition(
+            CLASS_APPLIED, False, "ClassNotFound",
+            f"TrackingServerClass {class_name} does not exist: the server keeps running as last applied; "
+            "create the class or set spec.className to another one"))
+    if cls is None:
+        return body, class_name, None, _class_hold(body, class_name, Condition(
+            CLASS_APPLIED, False, "ClassInvalid", f"TrackingServerClass {class_name} is invalid (see `mlflow-operator "
+            "render --class`): the server keeps running as last applied"))
+    result = apply_class(body, cls, trackingserver_schema()["properties"]["spec"])
+    try:
+        load(result.body)
+    except InvalidTrackingServer as exc:
+        return body, class_name, None, _class_hold(body, class_name, Condition(
+            CLASS_APPLIED, False, "InvalidWithClass",
+            f"the spec with TrackingServerClass {class_name} cannot work, nothing was applied: {exc}".replace("\n", "; ")))
+    if result.overridden:
+        fields = ", ".join(f"spec.{f}" for f in result.overridden)
+        condition = Condition(CLASS_APPLIED, False, "EnforcedFieldsIgnored",
+                              f"{fields}: enforced by TrackingServerClass {class_name}; the class's value applies")
+    else:
+        condition = Condition(CLASS_APPLIED, True, "Applied", f"TrackingServerClass {class_name} applied")
+    return result.body, class_name, condition, None
+
+
 def reconcile(body: dict[str, Any], emit: EventFn,
               probes: Callable[[TrackingServer, SecretReader], list[Probe | None]] | None = None,
-              render_base: RenderContext = RenderContext()) -> PassResult:
+              render_base: RenderContext = RenderContext(),
+              classes: dict[str, TrackingServerClass | None] | None = None) -> PassResult:
     """One pass. Returns the status to write; raises only for unexpected API errors.
-    `render_base` carries the operator's settings (default image, cluster domain)."""
+    `render_base` carries the operator's settings (default image, cluster domain); `classes` the
+    TrackingServerClasses from the watch cache."""
+    body, class_name, class_condition, held = with_class(body, classes or {})
+    if held is not None:
+        announce_transitions((body.get("status") or {}).get("conditions") or [], held.status["conditions"], emit)
+        return held
     ts = load(body)
     generation = body["metadata"].get("generation", 0)
     previous = (body.get("status") or {}).get("conditions") or []
-    observed: list[Condition] = []
+    observed: list[Condition] = [class_condition] if class_condition else []
     gate: MigrationGate | None = None
     requeue = None
     manifests: list[dict[str, Any]] = []
@@ -317,7 +374,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         # Pods are not watched (a cluster-wide pod watch costs every cluster more than it gives):
         # while pods are not ready, look again soon, so a crash loop's reason reaches status.
         requeue = min(requeue or NOT_READY_RECHECK_SECONDS, NOT_READY_RECHECK_SECONDS)
-    conditions = keep_only(merge_conditions(previous, observed, generation), producible_conditions(ts))
+    conditions = keep_only(merge_conditions(previous, observed, generation),
+                           producible_conditions(ts) | ({CLASS_APPLIED} if class_name else set()))
     conditions = merge_conditions(conditions, [summarize(conditions)], generation)
     announce_transitions(previous, conditions, emit)
     status = {
@@ -328,6 +386,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         "selector": naming.status_selector(ts),
         **observation.fields,
     }
+    if class_name:
+        status["className"] = class_name
     return PassResult(status=status, requeue_after=requeue)
 
 
@@ -371,7 +431,8 @@ def summarize(conditions: list[dict[str, Any]]) -> Condition:
     return Condition("Ready", True, "Ready", find(conditions, "Available")["message"])
 
 
-WARN_WHEN_FALSE = ("Reconciled", "MigrationsApplied", "BackendReachable", "ArtifactStoreReachable", "DataInPlace")
+WARN_WHEN_FALSE = ("Reconciled", "MigrationsApplied", "BackendReachable", "ArtifactStoreReachable", "DataInPlace",
+                   CLASS_APPLIED)
 
 
 def announce_transitions(previous: list[dict[str, Any]], current: list[dict[str, Any]], emit: EventFn) -> None:
