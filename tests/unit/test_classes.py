@@ -186,3 +186,24 @@ def test_render_with_class_prints_the_class_notes_and_refuses_an_unknown_class(t
     out, err = io.StringIO(), io.StringIO()
     assert main(["render", "-f", str(tmp_path / "ts.yaml"), "--class", str(tmp_path / "class.yaml")], out=out, err=err) == 1
     assert "names TrackingServerClass 'gold', which no --class file holds" in err.getvalue() and out.getvalue() == ""
+
+
+def test_the_operator_holds_a_server_whose_class_is_missing_or_cannot_work():
+    from mlflow_operator.controller.reconcile import with_class
+
+    body = {**stored({"className": "standard"}), "status": {"observedGeneration": 1, "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}}
+    body["metadata"]["generation"] = 1
+    _, name, _, held = with_class(body, {})
+    conditions = {c["type"]: c for c in held.status["conditions"]}
+    assert name == "standard" and held.status["className"] == "standard"
+    assert conditions["ClassApplied"]["reason"] == "ClassNotFound" and conditions["Ready"]["status"] == "True"
+    # The class makes the team's replicas impossible: nothing applied, the reason named.
+    replicated = copy.deepcopy(body)
+    replicated["spec"]["replicas"] = 3
+    _, _, _, held = with_class(replicated, {"standard": klass({"defaults": {"workers": 3}})})
+    applied = next(c for c in held.status["conditions"] if c["type"] == "ClassApplied")
+    assert applied["reason"] == "InvalidWithClass" and "spec.replicas" in applied["message"]
+    effective_body, _, condition, held = with_class(body, {"standard": klass(STANDARD)})
+    assert held is None and condition.status is True
+    assert effective_body["spec"]["artifacts"]["destination"] == "s3://ml-artifacts/team-a/team"
