@@ -54,3 +54,11 @@ ENTRYPOINT = "mlflow-entrypoint"
 # MLflow's own artifact proxy routes. In Split mode they go to the artifacts-only pods.
 ARTIFACT_PROXY_PATHS = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
 ARTIFACT_PROXY_API = "/api/2.0/mlflow-artifacts/artifacts"
+# Kubernetes auth: the cluster-scoped ClusterRoleBinding of a TrackingServer cannot carry an owner
+# reference to it (namespaced owners of cluster-scoped objects are ignored by garbage collection),
+# so it names its TrackingServer by namespace label and uid annotation.
+OWNER_NAMESPACE_LABEL = f"{PREFIX}namespace"
+OWNER_UID_ANNOTATION = f"{PREFIX}owner-uid"
+# Built into every cluster: create on tokenreviews and subjectaccessreviews, nothing more.
+TOKEN_REVIEWER_CLUSTER_ROLE = "system:auth-delegator"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"

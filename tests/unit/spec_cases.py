@@ -14,6 +14,11 @@ GATEWAY = {"parentRefs": [{"name": "gw"}]}
 VALID_SPECS: dict[str, dict[str, Any]] = {
     "empty": {},
     "sqlite-basic-auth": {"auth": {"type": "Basic"}},
+    "kubernetes-auth": {"auth": {"type": "Kubernetes"}},
+    "kubernetes-auth-audience": {
+        "backendStore": DATABASE, "artifacts": {"destination": S3}, "replicas": 2,
+        "auth": {"type": "Kubernetes", "kubernetes": {"audience": "https://mlflow.example.com"}},
+    },
     "filestore": {"backendStore": {"type": "FileStore"}},
     "database-local-artifacts-rwx": {
         "backendStore": DATABASE,
@@ -139,6 +144,17 @@ RULE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "basic-auth-artifacts-only": (
         {"artifacts": {"mode": "ArtifactsOnly", "destination": S3}, "auth": {"type": "Basic"}},
         ["auth-tracking-only"],
+    ),
+    "kubernetes-auth-split": (
+        {"backendStore": DATABASE, "artifacts": {"mode": "Split", "destination": S3}, "auth": {"type": "Kubernetes"}},
+        ["kubernetes-auth-tracking-only"],
+    ),
+    "kubernetes-auth-artifacts-only": (
+        {"artifacts": {"mode": "ArtifactsOnly", "destination": S3}, "auth": {"type": "Kubernetes"}},
+        ["kubernetes-auth-tracking-only"],
+    ),
+    "kubernetes-settings-without-kubernetes": (
+        {"auth": {"type": "Basic", "kubernetes": {"audience": "x"}}}, ["kubernetes-settings-need-kubernetes"],
     ),
     "auth-settings-without-basic": ({"auth": {"adminSecretRef": {"name": "admin"}}}, ["auth-settings-need-basic"]),
     "ingress-and-gateway": ({"ingress": INGRESS, "gateway": GATEWAY}, ["one-exposure"]),

@@ -28,7 +28,7 @@ ALL_INPUTS = {p.name: yaml.safe_load(p.read_text()) for p in example_files()}
 ALL_INPUTS.update({f"spec:{k}": make(v, uid="6a1e4b1c-0000-4000-8000-000000000001") for k, v in VALID_SPECS.items()})
 # Kinds whose schemas ship with Kubernetes; HTTPRoute and ServiceMonitor come from CRDs.
 CORE_KINDS = {"ServiceAccount", "Secret", "PersistentVolumeClaim", "Job", "Deployment", "Service", "Ingress",
-              "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"}
+              "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy", "ClusterRoleBinding"}
 CONTEXT = RenderContext(
     generated_secrets={"team-admin": {"username": "admin", "password": "x" * 32},
                        "team-flask-secret-key": {"secret-key": "y" * 43}},

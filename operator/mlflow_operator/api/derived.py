@@ -48,6 +48,10 @@ def basic_auth(spec: TrackingServerSpec) -> bool:
     return spec.auth.type == "Basic"
 
 
+def kubernetes_auth(spec: TrackingServerSpec) -> bool:
+    return spec.auth.type == "Kubernetes"
+
+
 def sqlite_auth_db(spec: TrackingServerSpec) -> bool:
     return basic_auth(spec) and spec.auth.database_uri is None
 

@@ -201,6 +201,21 @@ SPEC_RULES: tuple[Rule, ...] = (
         lambda s: d.basic_auth(s) or (s.auth.admin_secret_ref is None and s.auth.database_uri is None),
     ),
     Rule(
+        "kubernetes-auth-tracking-only",
+        "self.auth.type != 'Kubernetes' || !(self.artifacts.mode in ['Split', 'ArtifactsOnly'])",
+        "auth.type Kubernetes needs artifacts.mode Proxied or Direct: the artifacts pods of Split and "
+        "ArtifactsOnly mode do not check tokens yet, so their routes would be left unprotected",
+        "auth.type",
+        lambda s: not d.kubernetes_auth(s) or s.artifacts.mode not in ("Split", "ArtifactsOnly"),
+    ),
+    Rule(
+        "kubernetes-settings-need-kubernetes",
+        "self.auth.type == 'Kubernetes' || !has(self.auth.kubernetes)",
+        "auth.kubernetes is only used with auth.type Kubernetes",
+        "auth.kubernetes",
+        lambda s: d.kubernetes_auth(s) or s.auth.kubernetes is None,
+    ),
+    Rule(
         "one-exposure",
         "!(has(self.ingress) && has(self.gateway))",
         "ingress and gateway are mutually exclusive: expose the server through one of them",

@@ -391,13 +391,48 @@ class AdminSecretRef(ApiModel):
     password_key: SecretKey = Field(default="password", description="Key of the password.")
 
 
+# A token audience: any string a TokenRequest accepts, without whitespace.
+AUDIENCE = r"^[^\s]{1,253}$"
+Audience = checked(
+    str,
+    string_rule(
+        "audience",
+        f"self.matches({cel_str(AUDIENCE)})",
+        lambda v: matches(AUDIENCE, v),
+        "must be a token audience without spaces, such as mlflow.team-a",
+    ),
+    max_length=253,
+)
+
+
+class KubernetesAuth(ApiModel):
+    """Kubernetes identities: ServiceAccount tokens checked by TokenReview, RBAC checked by
+    SubjectAccessReview."""
+
+    audience: Optional[Audience] = Field(
+        default=None,
+        description="The audience a client's token must be issued for (a projected "
+        "serviceAccountToken volume's `audience`). Defaults to mlflow-operator.dev/<namespace>/<name>, "
+        "so a token for this server is accepted by no other, and the API server's own tokens "
+        "(audience of the cluster) are refused.",
+    )
+
+
 class Auth(ApiModel):
     """Who may use the server."""
 
-    type: Literal["None", "Basic"] = Field(
+    type: Literal["None", "Basic", "Kubernetes"] = Field(
         default="None",
         description="None: no authentication (put the server behind your own proxy or VPN). "
-        "Basic: MLflow's basic-auth app (`--app-name basic-auth`) with an admin user.",
+        "Basic: MLflow's basic-auth app (`--app-name basic-auth`) with an admin user. "
+        "Kubernetes: clients send a ServiceAccount token as bearer token (MLFLOW_TRACKING_TOKEN); "
+        "the server checks it with a TokenReview and authorizes each request with a "
+        "SubjectAccessReview on the subresource trackingservers/api of this TrackingServer "
+        "(reads: get, list; writes: create, update, delete), so a RoleBinding grants access.",
+    )
+    kubernetes: KubernetesAuth | None = Field(
+        default=None,
+        description="Kubernetes only: settings of the token check.",
     )
     admin_secret_ref: AdminSecretRef | None = Field(
         default=None,

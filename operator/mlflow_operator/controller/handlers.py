@@ -32,7 +32,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServerClass, load_trackingserverclass
-from ..constants import API_VERSION, CLASS_PLURAL, GROUP, PLURAL, VERSION
+from ..constants import API_VERSION, CLASS_PLURAL, GROUP, OWNER_NAMESPACE_LABEL, OWNER_UID_ANNOTATION, PLURAL, VERSION
 from ..render import RenderContext
 from ..render.classes import class_name_for
 from . import kube, metrics
@@ -58,6 +58,7 @@ CACHED_CHILDREN = (
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     ("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),
     ("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding"),
 )
 CACHED_KINDS = {kind for *_, kind in CACHED_CHILDREN}
 DEBOUNCE_SECONDS = 0.3  # one pass for a burst of events
@@ -134,14 +135,16 @@ def _register_child_cache(group: str, version: str, plural: str, kind: str) -> N
     index_id = f"children_{plural}"
 
     @kopf.index(group, version, plural, id=index_id)
-    async def index_child(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, str]:
+    async def index_child(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Key, str]:
+        namespace = namespace or labels.get(OWNER_NAMESPACE_LABEL)  # cluster-scoped: see constants
         owner = labels.get(kube.INSTANCE_LABEL)
         return {(namespace, owner): kube.compact(dict(body))} if owner else {}
 
     @kopf.on.event(group, version, plural, id=f"child_{plural}")
-    async def child_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
         state: State = memo.state
         _remember_indexes(state, kwargs)
+        namespace = namespace or labels.get(OWNER_NAMESPACE_LABEL)
         owner = labels.get(kube.INSTANCE_LABEL)
         if owner and (namespace, owner) in state.bodies:
             state.queue.add((namespace, owner), DEBOUNCE_SECONDS)
@@ -227,6 +230,7 @@ async def trackingserver_event(event: kopf.RawEvent, body: kopf.Body, name: str,
     _remember_indexes(state, kwargs)
     key = (namespace, name)
     if event["type"] == "DELETED":
+        await _delete_cluster_scoped_children(state, key, body)
         state.bodies.pop(key, None)
         state.generations.pop(key, None)
         state.failures.pop(key, None)
@@ -244,6 +248,29 @@ async def trackingserver_event(event: kopf.RawEvent, body: kopf.Body, name: str,
         listing = event["type"] is None
         spread = min(STARTUP_SPREAD_SECONDS, state.resync) if listing else 0.0
         state.queue.add(key, random.uniform(0.0, spread) if spread else DEBOUNCE_SECONDS)
+
+
+async def _delete_cluster_scoped_children(state: State, key: Key, body: kopf.Body) -> None:
+    """Garbage collection does not follow a namespaced owner to a cluster-scoped child (Kubernetes
+    auth's ClusterRoleBinding), so the operator deletes it when its TrackingServer goes. A
+    TrackingServer deleted while no operator runs leaves its binding behind (it grants reviews
+    only), until a TrackingServer of that name and namespace takes it over or someone deletes it."""
+    uid = (body.get("metadata") or {}).get("uid")
+    if not uid or not state.ready.is_set():
+        return
+    for found in [k for k in kube.KINDS.values() if not k.namespaced]:
+        kind = found.kind
+        for text in state.indexes.get(kind, {}).get(key, ()):
+            child = json.loads(text)
+            meta = child["metadata"]
+            if (meta.get("annotations") or {}).get(OWNER_UID_ANNOTATION) != uid:
+                continue
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    state.pool, lambda: kube.delete(found.api_version, kind, None, meta["name"], uid=meta.get("uid")))
+            except ApiException as exc:
+                log.warning("could not delete %s %s of the deleted TrackingServer %s/%s: %s",
+                            kind, meta["name"], key[0], key[1], kube.error_message(exc))
 
 
 async def _drop_legacy_finalizer(raw: dict[str, Any], logger: logging.Logger) -> None:

@@ -73,8 +73,10 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", optional=True),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", optional=True),
+        Kind("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
     )
 }
+CLUSTER_SCOPED_KINDS = {k.kind for k in KINDS.values() if not k.namespaced}
 
 
 class ApiUnavailable(ApiException):
@@ -493,7 +495,9 @@ class PassView:
         self.objects = {(o["kind"], o["metadata"]["name"]): o for o in objects}
 
     def covers(self, kind: str, namespace: str | None) -> bool:
-        return kind in self.kinds and namespace == self.namespace
+        # A cluster-scoped child is indexed under its TrackingServer's namespace label: the view
+        # holds this TrackingServer's only, whatever namespace the caller passes.
+        return kind in self.kinds and (namespace == self.namespace or kind in CLUSTER_SCOPED_KINDS)
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
         if not self.covers(kind, namespace):

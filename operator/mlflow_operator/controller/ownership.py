@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api import TrackingServer
-from ..constants import GROUP, KIND, RETENTION_ANNOTATION
+from ..constants import GROUP, KIND, OWNER_NAMESPACE_LABEL, OWNER_UID_ANNOTATION, RETENTION_ANNOTATION
 from ..render import naming
 from . import kube
 from .conditions import Condition
@@ -32,7 +32,12 @@ def owned_by(ts: TrackingServer, obj: dict[str, Any]) -> bool:
     """The operator created this object for this TrackingServer (and may delete it)."""
     if not ts.metadata.uid or not managed(obj):
         return False
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") in kube.CLUSTER_SCOPED_KINDS:
+        # No owner reference can point from a cluster-scoped object to a namespaced one.
+        return ((meta.get("labels") or {}).get(OWNER_NAMESPACE_LABEL) == ts.namespace
+                and (meta.get("annotations") or {}).get(OWNER_UID_ANNOTATION) == ts.metadata.uid)
+    refs = meta.get("ownerReferences") or []
     return any(ref.get("uid") == ts.metadata.uid for ref in refs)
 
 

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServer, load_trackingserver
 from ..api import derived as d
+from ..constants import OWNER_NAMESPACE_LABEL
 from ..render import RenderContext, client_url, fresh_secret_values, migration_guard, render, required_generated_secrets, secret_data_hash
 from ..render import naming
 from ..api import TrackingServerClass
@@ -54,6 +55,7 @@ PRUNABLE_KINDS = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
 )
 WORKLOAD_KINDS = {"Deployment", "Job"}
 CREATE_ONLY_KINDS = {"Secret", "PersistentVolumeClaim"}
@@ -237,7 +239,9 @@ def prune(ts: TrackingServer, manifests: list[dict[str, Any]]) -> list[str]:
     selector = f"app.kubernetes.io/instance={ts.name},app.kubernetes.io/managed-by=mlflow-operator"
     deleted = []
     for api_version, kind in PRUNABLE_KINDS:
-        for obj in kube.list_objects(api_version, kind, ts.namespace, selector):
+        # A cluster-scoped child names its TrackingServer's namespace in a label (see constants).
+        scoped = f"{selector},{OWNER_NAMESPACE_LABEL}={ts.namespace}" if kind in kube.CLUSTER_SCOPED_KINDS else selector
+        for obj in kube.list_objects(api_version, kind, ts.namespace, scoped):
             meta = obj["metadata"]
             if (kind, meta["name"]) not in wanted and delete_owned(ts, api_version, kind, obj):
                 deleted.append(f"{kind}/{meta['name']}")

@@ -17,6 +17,7 @@ from .context import RenderContext, secret_data_hash
 from .deployment import artifacts_deployment, tracking_deployment
 from .httproute import http_route
 from .ingress import ingress
+from .kubeauth import review_binding
 from .job import migration_job, needs_migration_job
 from .monitoring import service_monitor
 from .naming import client_url, status_selector
@@ -53,6 +54,8 @@ def render(trackingserver: TrackingServer | dict[str, Any], context: RenderConte
     ts = _with_default_image(load_trackingserver(trackingserver), context.default_image)
     spec = ts.spec
     out: list[Manifest] = [service_account(ts)]
+    if d.kubernetes_auth(spec):
+        out.append(review_binding(ts))
     out += generated_secret_manifests(ts, context)
     if d.needs_volume(spec):
         out.append(volume_claim(ts))

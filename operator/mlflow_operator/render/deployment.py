@@ -7,7 +7,7 @@ from typing import Any
 from ..api import TrackingServer
 from ..api import derived as d
 from ..api.spec import DEFAULT_RESOURCES
-from . import environment, naming
+from . import environment, kubeauth, naming
 from .context import RenderContext
 from .pod import container, pod_spec, pod_template, server_container, volume_mounts, volumes
 from .storage import data_locations_annotation
@@ -53,7 +53,12 @@ def _deployment(
         e["name"] == "GOOGLE_APPLICATION_CREDENTIALS" for e in env
     )
     server = server_container(ts, env, resources, volume_mounts(with_data, with_gcs))
-    pod = pod_spec(ts, [server], init_containers, volumes(ts, with_data, with_gcs))
+    pod_volumes = volumes(ts, with_data, with_gcs)
+    if d.kubernetes_auth(ts.spec):
+        # The server's own token, for its TokenReviews and SubjectAccessReviews.
+        server["volumeMounts"].append(kubeauth.api_access_mount())
+        pod_volumes.append(kubeauth.api_access_volume())
+    pod = pod_spec(ts, [server], init_containers, pod_volumes)
     spec: dict[str, Any] = {}
     if replicas is not None:
         spec["replicas"] = replicas

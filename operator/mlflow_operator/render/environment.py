@@ -20,7 +20,7 @@ from ..constants import (
     METRICS_PORT,
     SCRATCH_DIR,
 )
-from . import naming
+from . import kubeauth, naming
 from .secrets import ADMIN_PASSWORD_KEY, ADMIN_USERNAME_KEY, FLASK_SECRET_KEY
 
 GCS_CREDENTIALS_DIR = "/var/run/secrets/mlflow-operator/gcs"
@@ -123,6 +123,13 @@ def _admin_secret(ts: TrackingServer) -> tuple[str, str, str]:
 
 
 def _auth_env(ts: TrackingServer) -> Env:
+    if d.kubernetes_auth(ts.spec):
+        return [
+            value("MLFLOW_OPERATOR_AUTH", "kubernetes"),
+            value("MLFLOW_OPERATOR_KUBERNETES_AUDIENCE", kubeauth.audience(ts)),
+            value("MLFLOW_OPERATOR_KUBERNETES_NAMESPACE", ts.namespace),
+            value("MLFLOW_OPERATOR_KUBERNETES_NAME", ts.name),
+        ]
     if not d.basic_auth(ts.spec):
         return [value("MLFLOW_OPERATOR_AUTH", "none")]
     secret, user_key, password_key = _admin_secret(ts)
