@@ -208,10 +208,10 @@ def wrap(app):
 
 
 def app_config(*, max_body_bytes: int = 0, shortcut: bool = True, hide_metrics: bool = False,
-               app: str = MLFLOW_APP, factory: bool = False) -> dict:
+               app: str = MLFLOW_APP, factory: bool = False, kubernetes_auth: dict | None = None) -> dict:
     """What ``create_app`` serves in the workers (passed as JSON in CONFIG_ENV)."""
     return {"app": app, "factory": factory, "max_body_bytes": max_body_bytes, "shortcut": shortcut,
-            "hide_metrics": hide_metrics}
+            "hide_metrics": hide_metrics, "kubernetes_auth": kubernetes_auth}
 
 
 def create_app():
@@ -235,6 +235,10 @@ def create_app():
         from .guard import BodyLimit
 
         app = BodyLimit(app, int(config["max_body_bytes"]))
+    if config.get("kubernetes_auth"):
+        from . import kubeauth
+
+        app = kubeauth.wrap(app, config["kubernetes_auth"])  # outermost: nothing answers before it
     return app
 
 

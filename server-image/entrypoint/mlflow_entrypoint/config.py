@@ -91,6 +91,9 @@ class Settings:
     admin_username: str | None = None
     admin_password: str | None = None
     auth_cache_ttl_seconds: int = 60
+    kubernetes_audience: str | None = None
+    kubernetes_namespace: str | None = None
+    kubernetes_name: str | None = None
     # `migrate` / `wait-for-backend` (loaded with for_serving=False) take the auth database whenever its URI
     # is given: the operator's migration Job and `migrate` init container pass the databases only, not AUTH.
     database_job: bool = False
@@ -257,6 +260,9 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     s.pod_ips = _addresses(PREFIX + "POD_IPS", get("POD_IPS"), problems)
     s.cors_allowed_origins = get("CORS_ALLOWED_ORIGINS")
     s.auth = (get("AUTH") or "none").strip().lower()
+    s.kubernetes_audience = get("KUBERNETES_AUDIENCE")
+    s.kubernetes_namespace = get("KUBERNETES_NAMESPACE")
+    s.kubernetes_name = get("KUBERNETES_NAME")
     s.admin_username = get("ADMIN_USERNAME")
     s.admin_password = get("ADMIN_PASSWORD")
     register_secret(s.admin_password)
@@ -296,8 +302,13 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     # --- each value alone
     if s.role not in ("tracking", "artifacts"):
         problems.append(f"{PREFIX}ROLE={s.role!r}: expected tracking or artifacts")
-    if s.auth not in ("none", "basic"):
-        problems.append(f"{PREFIX}AUTH={s.auth!r}: expected none or basic")
+    if s.auth not in ("none", "basic", "kubernetes"):
+        problems.append(f"{PREFIX}AUTH={s.auth!r}: expected none, basic or kubernetes")
+    if s.auth == "kubernetes":
+        for name, val in (("KUBERNETES_AUDIENCE", s.kubernetes_audience), ("KUBERNETES_NAMESPACE", s.kubernetes_namespace),
+                          ("KUBERNETES_NAME", s.kubernetes_name)):
+            if not val:
+                problems.append(f"{PREFIX}AUTH=kubernetes needs {PREFIX}{name}")
     for name, uri in (
         ("BACKEND_STORE_URI", s.backend_store_uri),
         ("REGISTRY_STORE_URI", s.registry_store_uri),
@@ -344,6 +355,8 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
                 f"{PREFIX}ROLE=artifacts with {PREFIX}DEFAULT_ARTIFACT_ROOT set: the default artifact "
                 "root belongs to the tracking server"
             )
+        if s.auth == "kubernetes":
+            problems.append(f"{PREFIX}AUTH=kubernetes with {PREFIX}ROLE=artifacts: not supported yet")
         if s.auth == "basic":
             problems.append(
                 f"{PREFIX}AUTH=basic with {PREFIX}ROLE=artifacts: MLflow's basic-auth checks artifact "

@@ -209,6 +209,9 @@ def serve(s: Settings) -> None:
     os.chdir(s.scratch_dir)
     keep_parent = env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "").lower() not in ("false", "0")
     run_mlflow_server(argv, env, server_env(s), keep_parent=keep_parent)
+    if s.auth == "kubernetes":
+        raise SystemExit("refusing to start: MLflow cannot be run in-process, and the plain CLI would serve "
+                         "without the Kubernetes token check")
     log.warning("starting the plain mlflow CLI: no body limit, /metrics on the API port")
     sys.stdout.flush()
     sys.stderr.flush()
@@ -217,8 +220,12 @@ def serve(s: Settings) -> None:
 
 def server_env(s: Settings) -> dict[str, str]:
     """What the launcher and the workers' ``create_app`` are told (see asgi.uvicorn_command)."""
+    kubernetes_auth = None
+    if s.auth == "kubernetes":
+        kubernetes_auth = {"audience": s.kubernetes_audience, "namespace": s.kubernetes_namespace,
+                           "name": s.kubernetes_name}
     config = asgi.app_config(max_body_bytes=s.max_upload_bytes, shortcut=s.asgi_shortcut,
-                             hide_metrics=s.expose_prometheus)
+                             hide_metrics=s.expose_prometheus, kubernetes_auth=kubernetes_auth)
     env = {asgi.CONFIG_ENV: json.dumps(config)}
     if s.expose_prometheus:
         env[launch.METRICS_ENV] = json.dumps(
@@ -254,6 +261,10 @@ def run_mlflow_server(argv: list[str], env: dict[str, str], extra: dict[str, str
 
     def exec_instead(cmd, *, extra_env=None, **kwargs):
         cmd, app_env = asgi.uvicorn_command(list(cmd), config)
+        if not app_env and config.get("kubernetes_auth"):
+            # Without the image's app there is no token check: never serve unchecked.
+            raise SystemExit(f"refusing to start: MLflow starts its server as {cmd[:3]}, which the image cannot "
+                             "wrap with its Kubernetes token check")
         if app_env:
             extra_env = {**(extra_env or {}), **extra, **app_env}
         if keep_parent or not app_env:
