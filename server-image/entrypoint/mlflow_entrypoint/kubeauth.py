@@ -37,7 +37,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-log = logging.getLogger("mlflow_entrypoint.kubeauth")
+# The workers log through uvicorn's logger (as asgi does): it is the one configured there.
+log = logging.getLogger("uvicorn.error")
 
 GROUP = "mlflow-operator.dev"
 RESOURCE = "trackingservers"
