@@ -207,3 +207,25 @@ def test_the_operator_holds_a_server_whose_class_is_missing_or_cannot_work():
     effective_body, _, condition, held = with_class(body, {"standard": klass(STANDARD)})
     assert held is None and condition.status is True
     assert effective_body["spec"]["artifacts"]["destination"] == "s3://ml-artifacts/team-a/team"
+
+
+def test_provisioned_database_names_are_stable_short_and_distinct():
+    from mlflow_operator.controller.provisioning.postgres import identifier, redact
+
+    assert identifier("team-a", "b-c") == identifier("team-a", "b-c")  # stable
+    assert identifier("team-a", "b-c") != identifier("team-a-b", "c")  # same readable part, apart
+    longest = identifier("n" * 63, "a" * 40, "auth")
+    assert len(longest.encode()) <= 63 and longest.startswith("mlflow_") and longest.endswith(longest[-8:])
+    assert identifier("n" * 63, "a" * 40) != identifier("n" * 63, "a" * 39 + "b")
+    assert all(c.isalnum() or c == "_" for c in identifier("0-team--a", "x--1"))
+    assert redact("could not connect to postgresql://admin:s3cret@db:5432/x", "s3cret") == \
+        "could not connect to postgresql://admin:***@db:5432/x"
+
+
+def test_a_database_class_points_each_server_at_its_secret_and_the_auth_database_beside_it():
+    cls = {"database": {"adminSecretRef": {"name": "pg-admin"}}, "defaults": {"auth": {"type": "Basic"}, "replicas": 2},
+           "artifacts": {"destinationTemplate": "s3://ml-artifacts/{namespace}/{name}"}}
+    _, ts = effective({}, cls)
+    assert ts.spec.backend_store.uri.secret_key_ref.name == "team-database"
+    assert ts.spec.auth.database_uri.secret_key_ref.key == "auth-uri"
+    assert ts.spec.replicas == 2  # several replicas: both databases are shared ones

@@ -72,6 +72,10 @@ class TrackingServerStatus(ApiModel):
         description="The TrackingServerClass the server runs with: spec.className, or the default "
         "class it got at its first reconcile (kept when another class becomes the default).",
     )
+    database: str | None = Field(
+        default=None,
+        description="What the class provisioned: database, role and server (never a password).",
+    )
     url: str | None = Field(
         default=None, description="Where clients reach the server (MLFLOW_TRACKING_URI)."
     )

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, ValidationError
 
 from ..constants import API_VERSION, CLASS_KIND
-from .base import ApiModel
+from .base import ApiModel, ObjectName, SecretKey
 from typing import Annotated
 
 from .cel import ANNOTATION_KEY_RULE, RULES_ERROR, Rule, cel_str, checked, matches, string_rule
@@ -164,6 +164,28 @@ class ClassExposure(ApiModel):
     )
 
 
+class AdminUriRef(ApiModel):
+    """A Secret key in the operator's own namespace (teams cannot read it)."""
+
+    name: ObjectName = Field(description="Name of the Secret, in the operator's namespace.")
+    key: SecretKey = Field(default="uri", description="Key holding the admin URI.")
+
+
+class ClassDatabase(ApiModel):
+    """A shared database server on which the operator creates each server's database and role."""
+
+    engine: Literal["PostgreSQL"] = Field(
+        default="PostgreSQL",
+        description="PostgreSQL: per server a database and a role that owns it and nothing else "
+        "(CONNECT revoked from PUBLIC), plus a second database for basic-auth when auth is on.",
+    )
+    admin_secret_ref: AdminUriRef = Field(
+        description="The admin URI (postgresql://admin:password@host:5432/postgres) of a role that "
+        "may create roles and databases, in a Secret in the operator's namespace. The host is the "
+        "one the teams' pods reach too.",
+    )
+
+
 # Top-level TrackingServer spec fields a class may enforce (className is the team's choice).
 ENFORCEABLE = tuple(
     field.alias or name for name, field in TrackingServerSpec.model_fields.items() if name != "class_name"
@@ -221,6 +243,13 @@ class TrackingServerClassSpec(ApiModel):
     exposure: ClassExposure | None = Field(
         default=None, description="Each server's host name, Ingress or HTTPRoute, and TLS."
     )
+    database: ClassDatabase | None = Field(
+        default=None,
+        description="Provision each server's database: the operator creates a database and a role "
+        "with a generated password on this server, and writes the Secret <name>-database (keys uri, "
+        "auth-uri) into the team's namespace once; it is never rotated, and kept with the database "
+        "and role when the server is deleted (a server of the same name re-attaches).",
+    )
 
     cel_rules: ClassVar = (
         _not_in_defaults(
@@ -231,6 +260,10 @@ class TrackingServerClassSpec(ApiModel):
             "serviceAccount.annotations", "artifacts",
             "artifacts.serviceAccountAnnotations sets each server's ServiceAccount annotations: "
             "write them there",
+        ),
+        _not_in_defaults(
+            "backendStore", "database",
+            "database provisions each server's backend store: leave defaults.backendStore out",
         ),
         _not_in_defaults(
             "ingress", "exposure", "exposure sets each server's Ingress or HTTPRoute: leave defaults.ingress out"

@@ -35,6 +35,7 @@ from . import kube, metrics
 from .conditions import Condition, find, keep_only, merge_conditions
 from .dataplace import data_in_place
 from .migrations import MigrationGate, gate_migrations
+from .provisioning import DATABASE_PROVISIONED, ProvisioningBlocked, ensure_database
 from .observe import NOT_POD_PROBLEMS, PODS_STARTING, observe
 from .ownership import delete_owned, reconcile_retention
 from .reachability import Probe
@@ -310,6 +311,9 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         announce_transitions((body.get("status") or {}).get("conditions") or [], held.status["conditions"], emit)
         return held
     ts = load(body)
+    cls = (classes or {}).get(class_name) if class_name else None
+    provisions = cls is not None and cls.spec.database is not None
+    provisioned = None
     generation = body["metadata"].get("generation", 0)
     previous = (body.get("status") or {}).get("conditions") or []
     observed: list[Condition] = [class_condition] if class_condition else []
@@ -318,6 +322,12 @@ def reconcile(body: dict[str, Any], emit: EventFn,
     manifests: list[dict[str, Any]] = []
     secrets = SecretReader(ts.namespace)
     try:
+        if provisions:
+            try:
+                condition, provisioned = ensure_database(ts, cls)
+            except ProvisioningBlocked as blocked:
+                raise Blocked(blocked.condition) from None
+            observed.append(condition)
         fresh = ensure_generated_secrets(ts)
         refs = secret_key_refs(render(ts, replace(render_base, generated_secrets=fresh)))
         hashes = read_referenced_secrets(refs, fresh, secrets)
@@ -379,7 +389,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         # while pods are not ready, look again soon, so a crash loop's reason reaches status.
         requeue = min(requeue or NOT_READY_RECHECK_SECONDS, NOT_READY_RECHECK_SECONDS)
     conditions = keep_only(merge_conditions(previous, observed, generation),
-                           producible_conditions(ts) | ({CLASS_APPLIED} if class_name else set()))
+                           producible_conditions(ts) | ({CLASS_APPLIED} if class_name else set())
+                           | ({DATABASE_PROVISIONED} if provisions else set()))
     conditions = merge_conditions(conditions, [summarize(conditions)], generation)
     announce_transitions(previous, conditions, emit)
     status = {
@@ -392,6 +403,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
     }
     if class_name:
         status["className"] = class_name
+    if provisioned:
+        status["database"] = provisioned
     return PassResult(status=status, requeue_after=requeue)
 
 
@@ -436,7 +449,7 @@ def summarize(conditions: list[dict[str, Any]]) -> Condition:
 
 
 WARN_WHEN_FALSE = ("Reconciled", "MigrationsApplied", "BackendReachable", "ArtifactStoreReachable", "DataInPlace",
-                   CLASS_APPLIED)
+                   CLASS_APPLIED, DATABASE_PROVISIONED)
 
 
 def announce_transitions(previous: list[dict[str, Any]], current: list[dict[str, Any]], emit: EventFn) -> None:

@@ -61,6 +61,11 @@ def fill(template: str, namespace: str, name: str) -> str:
     return template.replace("{namespace}", namespace).replace("{name}", name)
 
 
+def database_secret_name(name: str) -> str:
+    """The Secret with a provisioned server's database URIs, in the team's namespace."""
+    return f"{name}-database"
+
+
 def derived(cls: TrackingServerClass, namespace: str, name: str) -> dict[str, Any]:
     """What the class gives this one server: destination, identity, host."""
     out: dict[str, Any] = {}
@@ -70,6 +75,8 @@ def derived(cls: TrackingServerClass, namespace: str, name: str) -> dict[str, An
         if spec.artifacts.service_account_annotations:
             out["serviceAccount"] = {"annotations": {
                 k: fill(v, namespace, name) for k, v in spec.artifacts.service_account_annotations.items()}}
+    if spec.database:
+        out["backendStore"] = {"type": "Database", "uri": {"secretKeyRef": {"name": database_secret_name(name), "key": "uri"}}}
     exposure = spec.exposure
     if exposure:
         host = fill(exposure.host_template, namespace, name)
@@ -103,6 +110,10 @@ def apply_class(body: Mapping[str, Any], cls: TrackingServerClass, spec_schema: 
             del team[enforced]
     team.pop("className", None)  # the spec that runs is whole: the rules across fields apply to it
     spec = deep_merge(class_layer, team)
+    auth = spec.get("auth") or {}
+    if cls.spec.database and auth.get("type") == "Basic" and "databaseUri" not in auth:
+        # The auth database is provisioned beside the tracking one: several replicas can share it.
+        spec["auth"] = {**auth, "databaseUri": {"secretKeyRef": {"name": database_secret_name(name), "key": "auth-uri"}}}
     out = {k: v for k, v in body.items() if k != "spec"}
     out["spec"] = spec
     return ClassResult(out, cls.name, overridden)
