@@ -91,3 +91,29 @@ def test_each_team_gets_its_own_database_and_cannot_reach_the_others(cluster, op
     assert team_uris(cluster, namespace)["uri"] == a
     assert postgres.query(database, "SELECT 1")  # the database is still there
     assert role == database
+
+
+def test_names_at_the_length_limits_are_provisioned(cluster, operator, namespace, postgres, setup):
+    """A 63-character namespace and a 40-character name (both at their limits), with '-' runs and
+    a leading digit: the role and database names stay within PostgreSQL's 63 bytes, and work."""
+    long_namespace = ("0-" + "n" * 54 + "--" + namespace[-5:])[:63]
+    long_name = "t" + "-x" * 19 + "9"
+    assert len(long_namespace) == 63 and len(long_name) == 40
+    cluster.kubectl("create", "namespace", long_namespace)
+    try:
+        apply_object(cluster, admin_secret(setup["admin"], postgres.uri("postgres")))
+        apply_object(cluster, db_class(setup["class"], setup["admin"]))
+        ts = server(long_namespace, setup["class"], auth={"type": "Basic"})
+        ts["metadata"]["name"] = long_name
+        apply_object(cluster, ts)
+        live = wait_for_conditions(cluster, long_namespace, long_name, timeout=180, op=operator, DatabaseProvisioned="True")
+        secret = get_json(cluster, "secret", f"{long_name}-database", "-n", long_namespace)
+        uris = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        for key in ("uri", "auth-uri"):
+            database = uris[key].rsplit("/", 1)[1]
+            assert len(database.encode()) <= 63 and database in live["status"]["database"]
+            with psycopg2.connect(uris[key], connect_timeout=5) as conn, conn.cursor() as cur:
+                cur.execute("SELECT current_database()")
+                assert cur.fetchone()[0] == database
+    finally:
+        cluster.kubectl("delete", "namespace", long_namespace, "--wait=false", "--ignore-not-found", check=False)
