@@ -115,5 +115,10 @@ def test_names_at_the_length_limits_are_provisioned(cluster, operator, namespace
             with psycopg2.connect(uris[key], connect_timeout=5) as conn, conn.cursor() as cur:
                 cur.execute("SELECT current_database()")
                 assert cur.fetchone()[0] == database
+        # retentionPolicy Delete: the Secret follows (owned by the server, garbage-collected with it).
+        cluster.kubectl("patch", "trackingserver", long_name, "-n", long_namespace, "--type=merge", "-p",
+                        '{"spec":{"retentionPolicy":"Delete"}}')
+        wait_for("the database Secret owned by the server", lambda: (get_json(
+            cluster, "secret", f"{long_name}-database", "-n", long_namespace)["metadata"].get("ownerReferences") or [None])[0])
     finally:
         cluster.kubectl("delete", "namespace", long_namespace, "--wait=false", "--ignore-not-found", check=False)
