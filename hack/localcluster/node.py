@@ -446,6 +446,11 @@ class Node:
         self.images[str(path)] = names
         return names
 
+    def tag_image(self, source: str, target: str) -> None:
+        """Give an imported image a second name (`ctr images tag`), as a mirror registry's copy of it
+        would be named; pods find it by either name with imagePullPolicy Never or IfNotPresent."""
+        self._ctr("images", "tag", "--force", source, target)
+
     def image_names(self) -> list[str]:
         """Names of the images in the node's containerd (namespace k8s.io), digests excluded."""
         out = self._ctr("images", "list", "--quiet").stdout.split()

@@ -4,9 +4,13 @@ operator installed by `helm install` of its chart, TrackingServers served by rea
 - ``node_images`` (session): the built images, imported into the node's containerd.
 - ``installed_operator`` (session): `helm install` of charts/mlflow-operator with those images
   (pullPolicy Never) in its own namespace with the `restricted` Pod Security level enforced, the
-  chart's RBAC and the in-cluster ServiceAccount configuration: nothing of the test process's.
+  chart's RBAC and the in-cluster ServiceAccount configuration: nothing of the test process's. The
+  server image is also named as a mirror's copy (MIRROR) and the chart's `serverImage.repository`
+  points there, as an air-gapped cluster's would: every TrackingServer without `spec.image` runs
+  the image the chart's value names (`--default-image`). The Gateway API and ServiceMonitor CRDs are
+  installed first, as on a cluster with a Gateway implementation and Prometheus.
 - ``real`` (function): the helper of one test: a namespace (restricted too), examples moved into it,
-  PostgreSQL and MinIO reachable from pods (tests/node/reach.py), `kubectl port-forward` to a
+  PostgreSQL, MariaDB, MinIO and Azurite reachable from pods (tests/node/reach.py), `kubectl port-forward` to a
   Service, the stock client outside the cluster, and what to show when a wait fails.
 """
 from __future__ import annotations
@@ -50,11 +54,17 @@ def restricted_namespace(cluster, name: str) -> None:
     }))
 
 
+# The server image under a mirror registry's name (`ctr images tag`: nothing is pulled).
+MIRROR = "localhost/mirror/mlflow-server"
+
+
 @pytest.fixture(scope="session")
 def node_images(built_images, node_cluster):
     if getattr(node_cluster, "node", None) is not None:
         for image in built_images.values():
             node_cluster.load_image(image.archive)
+        server = built_images["server"].ref
+        node_cluster.node.tag_image(server, f"{MIRROR}:{server.rpartition(':')[2]}")
     return built_images
 
 
@@ -63,6 +73,7 @@ class InstalledOperator:
     cluster: Any
     namespace: str
     release: str
+    default_image: str = ""
 
     def pods(self) -> list[dict]:
         return get_json(self.cluster, "pods", "-n", self.namespace, "-l",
@@ -76,13 +87,18 @@ class InstalledOperator:
 @pytest.fixture(scope="session")
 def installed_operator(node_cluster, node_images) -> Iterator[InstalledOperator]:
     repository, _, tag = node_images["operator"].ref.rpartition(":")
+    node_cluster.install_gateway_api_crds()
+    node_cluster.install_servicemonitor_crd()
     restricted_namespace(node_cluster, OPERATOR_NAMESPACE)
+    # A repository alone: the chart's pinned MLflow version is the tag (the built image's).
     proc = node_cluster.helm(
         "install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never", "--wait", "--timeout", "5m", check=False, timeout=400,
+        "--set", "image.pullPolicy=Never", "--set", f"serverImage.repository={MIRROR}",
+        "--wait", "--timeout", "5m", check=False, timeout=400,
     )
-    op = InstalledOperator(node_cluster, OPERATOR_NAMESPACE, RELEASE)
+    op = InstalledOperator(node_cluster, OPERATOR_NAMESPACE, RELEASE,
+                           default_image=f"{MIRROR}:{node_images['server'].ref.rpartition(':')[2]}")
     if proc.returncode != 0:
         pods = node_cluster.kubectl("get", "pods,events", "-n", OPERATOR_NAMESPACE, "-o", "wide", check=False).stdout
         pytest.fail(f"helm install failed: {proc.stderr}\n{pods}\n{op.logs()}", pytrace=False)
@@ -143,6 +159,14 @@ class Real:
     def s3(self):
         return self.request.getfixturevalue("s3")
 
+    @property
+    def mysql(self):
+        return self.request.getfixturevalue("mysql")
+
+    @property
+    def azurite(self):
+        return self.request.getfixturevalue("azurite")
+
     def timed(self, what: str, fn):
         t0 = time.monotonic()
         try:
@@ -183,6 +207,18 @@ class Real:
         self._for_pods("postgres", self.postgres.port, 5432)
         uri = self.postgres.create_database(f"node_{name}_{uuid.uuid4().hex[:8]}")
         return uri.replace(f"@{self.postgres.host}:{self.postgres.port}/", f"@postgres.{self.namespace}.svc:5432/")
+
+    def mysql_database(self, name: str) -> str:
+        """A fresh MariaDB database, as the `mysql+pymysql://` URI pods reach (mysql.<namespace>.svc:3306)."""
+        self._for_pods("mysql", self.mysql.port, 3306)
+        uri = self.mysql.create_database(f"node_{name}_{uuid.uuid4().hex[:8]}")
+        uri = uri.replace(f"@{self.mysql.host}:{self.mysql.port}/", f"@mysql.{self.namespace}.svc:3306/")
+        return uri.replace("mysql://", "mysql+pymysql://", 1)
+
+    def azure_connection_string(self) -> str:
+        """Azurite as pods reach it (azurite.<namespace>.svc:10000), for AZURE_STORAGE_CONNECTION_STRING."""
+        self._for_pods("azurite", self.azurite.port, 10000)
+        return self.azurite.connection_string(f"azurite.{self.namespace}.svc", 10000)
 
     def s3_endpoint(self) -> str:
         """MinIO as pods reach it (minio.<namespace>.svc:9000)."""
@@ -273,4 +309,6 @@ def real(node_cluster, installed_operator, client_venv, tmp_path, request) -> It
     finally:
         helper.close()
         print(f"{request.node.nodeid} phases: {json.dumps(helper.timings)}")
-        node_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        # Waited for (bounded): a namespace still terminating holds its pods' CPU requests, which on
+        # a 2-core node leaves the next test's pods Pending.
+        node_cluster.kubectl("delete", "namespace", name, "--wait=true", "--timeout=180s", check=False, timeout=200)

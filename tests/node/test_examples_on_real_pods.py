@@ -1,15 +1,22 @@
-"""Examples applied with kubectl, served by real pods on the real node.
+"""Every example applied with kubectl, served by real pods on the real node.
 
-The server's readiness probe is answered by MLflow itself in the image `make images` built; the
-seed tutorial runs outside the cluster through `kubectl port-forward`.
+The server's readiness probe is answered by MLflow itself in the image `make images` built (an HTTP
+GET of /health on the mlflow container's port); the migration Job runs that image against
+PostgreSQL; the stock client runs outside the cluster through `kubectl port-forward`. PostgreSQL,
+MariaDB, MinIO and Azurite are the test services on the host's loopback, reached by pods through a
+Service of their namespace (reach.py). What each example needs beyond `kubectl apply` is done here
+as a user would do it and said where it is done: its Secrets (the commands in its comments), a
+StorageClass it names, and a local server in place of a cloud endpoint.
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import textwrap
 
 import pytest
 
-from tests.operator_fixtures import get_json, wait_for
+from tests.operator_fixtures import condition, get_json, wait_for
 from tests.workload.conftest import RECHECK, last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
@@ -24,9 +31,68 @@ INSIDE = (
     " 'capbnd': s['CapBnd'].strip(), 'nonewprivs': s['NoNewPrivs'].strip(), 'root': r}))"
 )
 
+# The stock client's quick round trip: a run with a parameter, a metric and (unless the server has
+# no artifact store of its own) an artifact logged through the server and downloaded back.
+QUICK = r"""
+import json, os, tempfile
+import mlflow
+example = os.environ["EXAMPLE"]
+mlflow.set_experiment("node-" + example)
+with mlflow.start_run() as run:
+    mlflow.log_param("example", example)
+    mlflow.log_metric("x", 1.5)
+    path = os.path.join(tempfile.mkdtemp(), "hello.txt")
+    with open(path, "w") as fh:
+        fh.write("hello from " + example + "\n")
+    mlflow.log_artifact(path, "notes")
+got = mlflow.get_run(run.info.run_id)
+assert got.data.params == {"example": example}, got.data.params
+assert got.data.metrics == {"x": 1.5}, got.data.metrics
+down = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="notes/hello.txt")
+print(json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                  "artifact_uri": run.info.artifact_uri, "downloaded": open(down).read()}))
+"""
+
+# An artifacts-only server has no tracking API: the client uses its artifact repository directly.
+ARTIFACTS_ONLY = r"""
+import json, os, tempfile
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+repo = get_artifact_repository("mlflow-artifacts:/node-check")
+path = os.path.join(tempfile.mkdtemp(), "hello.txt")
+with open(path, "w") as fh:
+    fh.write("hello from the artifacts-only server\n")
+repo.log_artifact(path, "notes")
+listed = [f.path for f in repo.list_artifacts("notes")]
+down = repo.download_artifacts("notes/hello.txt", tempfile.mkdtemp())
+print(json.dumps({"listed": listed, "downloaded": open(down).read()}))
+"""
+
+HEALTH = """
+import json, os, urllib.request
+u = os.environ["U"]
+print(json.dumps({p: urllib.request.urlopen(u + p, timeout=30).read().decode().strip() for p in ("/health", "/version")}))
+"""
+
 
 def tutorial(real, url: str, **env: str) -> dict:
     return real.timed("tutorial", lambda: last_json(real.client(TUTORIAL, tutorial_env(url, **env)).stdout))
+
+
+def assert_served_by_mlflow(real, live: dict, pods: list[dict]) -> None:
+    """Each server pod: the image the chart's default names (no spec.image in the examples), its
+    readiness answered by MLflow's /health on the mlflow container's own port, never restarted."""
+    for pod in pods:
+        container = next(c for c in pod["spec"]["containers"] if c["name"] == "mlflow")
+        assert container["image"] == real.operator.default_image, container["image"]
+        probe = container["readinessProbe"]["httpGet"]
+        assert probe["path"] == "/health" and probe["port"] in {p["name"] for p in container["ports"]}, probe
+        status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "mlflow")
+        assert status["ready"] and status["restartCount"] == 0 and status["imageID"], (pod["metadata"]["name"], status)
+    assert live["status"]["mlflowVersion"] == real.operator.default_image.rpartition(":")[2], live["status"]
+
+
+def health(real, url: str) -> dict:
+    return json.loads(real.client(HEALTH, {"U": url}).stdout)
 
 
 def test_quickstart_real_pods_tutorial_hardening_and_restart(real):
@@ -38,8 +104,7 @@ def test_quickstart_real_pods_tutorial_hardening_and_restart(real):
     pvc = get_json(real.cluster, "pvc", "quickstart-data", "-n", real.namespace)
     assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["storageClassName"], pvc["status"]
     [pod] = real.ready_pods("quickstart")
-    mlflow = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "mlflow")
-    assert mlflow["ready"] and mlflow["restartCount"] == 0, mlflow
+    assert_served_by_mlflow(real, live, [pod])
     migrate = next(c for c in pod["status"]["initContainerStatuses"] if c["name"] == "migrate")
     assert migrate["state"]["terminated"]["exitCode"] == 0, migrate
 
@@ -68,3 +133,337 @@ def test_quickstart_real_pods_tutorial_hardening_and_restart(real):
     again = real.port_forward("quickstart")
     checked = last_json(real.client(RECHECK, {"MLFLOW_TRACKING_URI": again.url, "RUN_ID": out["run_id"]}).stdout)
     assert checked["run_id"] == out["run_id"]
+
+
+ALEMBIC_HEAD = """
+import alembic.script
+from mlflow.store.db.utils import _get_alembic_config
+print(alembic.script.ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head())
+"""
+
+
+def _ts(stamp: str) -> str:
+    return stamp  # RFC 3339 UTC with a Z, to the second: lexical order is time order
+
+
+def test_migration_job_migrates_postgresql_in_a_real_container_before_the_server_pods_start(real):
+    """04-remote-direct.yaml: an empty PostgreSQL database; the migration Job's pod (the image's
+    `mlflow-entrypoint migrate` in a real container) creates MLflow's schema at the head revision of
+    the stock MLflow of the same version; the Deployment and both server pods come only after the Job
+    completed; the client writes artifacts to S3 with its own credentials (Direct mode)."""
+    ts = real.example("04-remote-direct.yaml")
+    bucket = real.bucket("acme-ml-artifacts")
+    ts["spec"]["artifacts"]["s3"]["endpointUrl"] = real.s3_endpoint()  # MinIO instead of AWS
+    ts["spec"]["artifacts"]["s3"]["region"] = real.s3.region
+    db_uri = real.database("forecast")
+    dbname = db_uri.rsplit("/", 1)[1]
+    before = real.postgres.query(dbname, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+    assert before == [(0,)], before
+    real.secret("forecast-db", {"uri": db_uri})
+    real.s3_secret("forecast-s3")
+    real.apply(ts)
+    live = real.timed("ready", lambda: real.wait_ready("forecast", MigrationsApplied="True", BackendReachable="True"))
+
+    [job] = get_json(real.cluster, "jobs", "-n", real.namespace, "-l", "app.kubernetes.io/instance=forecast")["items"]
+    assert job["status"].get("succeeded") == 1, job["status"]
+    [job_pod] = real.pods(f"job-name={job['metadata']['name']}")
+    [migrate] = job_pod["status"]["containerStatuses"]
+    assert migrate["state"]["terminated"]["exitCode"] == 0 and migrate["imageID"], migrate
+    assert job_pod["spec"]["containers"][0]["image"] == real.operator.default_image
+    job_log = real.kubectl("logs", "-n", real.namespace, job_pod["metadata"]["name"]).stdout
+    assert "migrate:" in job_log, job_log
+
+    head = real.client(ALEMBIC_HEAD).stdout.strip().splitlines()[-1]
+    assert real.postgres.query(dbname, "SELECT version_num FROM alembic_version") == [(head,)], head
+    tables = {r[0] for r in real.postgres.query(
+        dbname, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    assert {"experiments", "runs", "metrics", "params", "alembic_version"} <= tables, tables
+
+    pods = real.wait_pods("forecast", 2)
+    assert_served_by_mlflow(real, live, pods)
+    finished = _ts(migrate["state"]["terminated"]["finishedAt"])
+    deployment = get_json(real.cluster, "deployment", "forecast", "-n", real.namespace)
+    assert _ts(deployment["metadata"]["creationTimestamp"]) >= finished, (deployment["metadata"], finished)
+    for pod in pods:
+        started = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "mlflow")["state"]["running"]["startedAt"]
+        assert _ts(pod["metadata"]["creationTimestamp"]) >= finished and _ts(started) >= finished, (
+            pod["metadata"]["name"], pod["metadata"]["creationTimestamp"], started, finished)
+
+    forward = real.port_forward("forecast")
+    assert health(real, forward.url) == {"/health": "OK", "/version": live["status"]["mlflowVersion"]}
+    out = last_json(real.client(QUICK, {"MLFLOW_TRACKING_URI": forward.url, "EXAMPLE": "04", **real.s3.env()}).stdout)
+    assert out["artifact_uri"].startswith(f"s3://{bucket}/forecast/"), out
+    assert out["downloaded"] == "hello from 04\n", out
+    keys = real.s3_keys(bucket, f"forecast/{out['experiment_id']}/")
+    assert any(k.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for k in keys), keys
+    assert live["status"]["url"] == f"http://forecast.{real.namespace}.svc:5000"
+
+
+# -- the other examples: what each needs beyond `kubectl apply`, and what to check after
+
+def _storage_class_like(real, name: str) -> None:
+    """03 asks for StorageClass fast-ssd: here one backed by the node's provisioner."""
+    default = next(sc for sc in get_json(real.cluster, "storageclass")["items"]
+                   if sc["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true")
+    real.apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+                "provisioner": default["provisioner"], "volumeBindingMode": default.get("volumeBindingMode", "Immediate"),
+                "reclaimPolicy": "Delete"})
+
+
+def _minio_for_aws(real, ts: dict) -> str:
+    """An AWS S3 example: MinIO's endpoint and region instead (the spec's only change); its bucket."""
+    artifacts = ts["spec"]["artifacts"]
+    artifacts["s3"]["endpointUrl"], artifacts["s3"]["region"] = real.s3_endpoint(), real.s3.region
+    return real.bucket(artifacts["destination"].split("/")[2])
+
+
+def _minio_for_gcs(real, ts: dict, secret: str) -> str:
+    """06 stores in Google Cloud Storage, which no server here speaks: MinIO (S3) instead, keeping the
+    bucket name and prefix; its Secret holds the S3 keys."""
+    artifacts = ts["spec"]["artifacts"]
+    bucket, prefix = artifacts.pop("destination").removeprefix("gs://").split("/", 1)
+    artifacts.pop("gcs")
+    artifacts["destination"] = f"s3://{real.bucket(bucket)}/{prefix}"
+    artifacts["s3"] = {"endpointUrl": real.s3_endpoint(), "region": real.s3.region,
+                       "accessKeyId": {"secretKeyRef": {"name": secret, "key": "access-key-id"}},
+                       "secretAccessKey": {"secretKeyRef": {"name": secret, "key": "secret-access-key"}}}
+    real.s3_secret(secret)
+    return bucket
+
+
+AZURE_BLOBS = """
+import json, os, sys
+from azure.storage.blob import BlobServiceClient
+service = BlobServiceClient.from_connection_string(os.environ["CONN"])
+container = service.get_container_client(os.environ["CONTAINER"])
+if sys.argv[1] == "create":
+    container.create_container()
+print(json.dumps([b.name for b in container.list_blobs()]))
+"""
+
+
+def _azure_blobs(real, action: str, container: str) -> list[str]:
+    """azure-storage-blob (the server image's) on the host against Azurite on loopback."""
+    venv = real.request.getfixturevalue("server_venv")
+    res = subprocess.run([str(venv.python), "-c", textwrap.dedent(AZURE_BLOBS), action],
+                         env={"CONN": real.azurite.connection_string(), "CONTAINER": container, "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _pods_ready(real, name: str, expected: dict[str, int]) -> dict[str, list[dict]]:
+    return {component: real.wait_pods(name, count, component) for component, count in expected.items()}
+
+
+def _quick(real, url: str, example: str, **env: str) -> dict:
+    return real.timed("client", lambda: last_json(
+        real.client(QUICK, {"MLFLOW_TRACKING_URI": url, "EXAMPLE": example, **env}).stdout))
+
+
+def _exec(real, pod: dict, code: str) -> str:
+    return real.kubectl("exec", "-n", real.namespace, pod["metadata"]["name"], "-c", "mlflow", "--",
+                        "python3", "-c", code).stdout.strip()
+
+
+def check_01(real, ts, live, pods):
+    """FileStore: the run is a directory of files on the volume, artifacts beside it."""
+    forward = real.port_forward("legacy-mlruns")
+    out = _quick(real, forward.url, "01")
+    assert out["downloaded"] == "hello from 01\n", out
+    [pod] = pods["tracking"]
+    run_dir = f"/data/mlruns/{out['experiment_id']}/{out['run_id']}"
+    assert _exec(real, pod, f"import os; print(os.path.isfile('{run_dir}/meta.yaml'), "
+                            f"open('{run_dir}/params/example').read())") == "True 01"
+
+
+def check_03(real, ts, live, pods):
+    """Local artifacts on a volume of the StorageClass the spec names, served by the server; its Ingress."""
+    pvc = get_json(real.cluster, "pvc", "vision-data", "-n", real.namespace)
+    assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["storageClassName"] == "fast-ssd", pvc
+    ingress = get_json(real.cluster, "ingress", "vision", "-n", real.namespace)
+    assert ingress["spec"]["ingressClassName"] == "nginx", ingress["spec"]
+    assert ingress["spec"]["rules"][0]["host"] == "mlflow.vision.example.com", ingress["spec"]
+    forward = real.port_forward("vision")
+    out = _quick(real, forward.url, "03")
+    assert out["artifact_uri"].startswith("mlflow-artifacts:/"), out
+    assert out["downloaded"] == "hello from 03\n", out
+    [pod] = pods["tracking"]
+    found = _exec(real, pod, "import glob; print(glob.glob('/data/artifacts/**/hello.txt', recursive=True))")
+    assert out["run_id"] in found, found
+
+
+def check_05(real, ts, live, pods):
+    """Proxied S3: the server holds the keys, the client none; budget and ServiceMonitor are there."""
+    forward = real.port_forward("nlp")
+    out = _quick(real, forward.url, "05")
+    assert out["artifact_uri"].startswith("mlflow-artifacts:/") and out["downloaded"] == "hello from 05\n", out
+    keys = real.s3_keys("mlflow-nlp", "artifacts/")
+    assert any(k.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for k in keys), keys
+    assert get_json(real.cluster, "pdb", "nlp", "-n", real.namespace)["spec"]["maxUnavailable"] == 1
+    monitor = get_json(real.cluster, "servicemonitor", "nlp", "-n", real.namespace)
+    assert monitor["metadata"]["labels"]["release"] == "prometheus", monitor["metadata"]
+    metrics = real.port_forward("nlp", 9090)
+    text = real.client("import os, urllib.request; print(urllib.request.urlopen(os.environ['U'] + '/metrics').read().decode())",
+                       {"U": metrics.url}).stdout
+    assert "mlflow_http_request_duration_seconds_bucket{" in text, text[:2000]
+
+
+def check_06(real, ts, live, pods):
+    """Artifacts only: upload, list and download through the server; the object lands in the store."""
+    forward = real.port_forward("gcs-artifacts")
+    out = last_json(real.client(ARTIFACTS_ONLY, {"MLFLOW_TRACKING_URI": forward.url}).stdout)
+    assert out == {"listed": ["notes/hello.txt"], "downloaded": "hello from the artifacts-only server\n"}, out
+    keys = real.s3_keys("acme-ml-shared-artifacts", "mlflow/")
+    assert "mlflow/node-check/notes/hello.txt" in keys, keys
+
+
+def check_07(real, ts, live, pods):
+    """Split: the run through the metadata pods; its artifact through them to the artifacts pods (Service
+    DNS inside the cluster) and on to S3; only the artifacts pods hold the S3 keys."""
+    forward = real.port_forward("recsys")
+    out = _quick(real, forward.url, "07")
+    assert out["downloaded"] == "hello from 07\n", out
+    keys = real.s3_keys("acme-ml-recsys", "mlflow/")
+    assert any(k.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for k in keys), keys
+    for pod in pods["tracking"]:
+        names = {e["name"] for e in pod["spec"]["containers"][0].get("env", [])}
+        assert not {n for n in names if n.startswith(("AWS_", "MLFLOW_S3_"))}, names
+    logs = "".join(real.kubectl("logs", "-n", real.namespace, p["metadata"]["name"], "-c", "mlflow").stdout
+                   for p in pods["artifacts"])
+    assert "/api/2.0/mlflow-artifacts/artifacts/" in logs, logs[-3000:]
+
+
+def check_08(real, ts, live, pods):
+    """Basic auth: anonymous requests get 401; the generated admin logs a run whose artifact lands in S3."""
+    forward = real.port_forward("fraud")
+    anonymous = real.client(
+        "import os, urllib.request, urllib.error\n"
+        "try:\n urllib.request.urlopen(os.environ['U'] + '/api/2.0/mlflow/experiments/search?max_results=1'); print(200)\n"
+        "except urllib.error.HTTPError as e:\n print(e.code)", {"U": forward.url}).stdout.strip()
+    assert anonymous == "401", anonymous
+    creds = {"MLFLOW_TRACKING_USERNAME": real.secret_value("fraud-admin", "username"),
+             "MLFLOW_TRACKING_PASSWORD": real.secret_value("fraud-admin", "password")}
+    out = _quick(real, forward.url, "08", **creds)
+    assert out["downloaded"] == "hello from 08\n", out
+    keys = real.s3_keys("acme-team-fraud", "mlflow/")
+    assert any(k.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for k in keys), keys
+    policy = get_json(real.cluster, "networkpolicy", "fraud", "-n", real.namespace)
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "fraud", policy["spec"]
+
+
+def check_09(real, ts, live, pods):
+    """MariaDB, Azure Blob (Azurite) through the proxy, an HTTPRoute to the Gateway, an HPA from 2 to 6."""
+    route = get_json(real.cluster, "httproute", "speech", "-n", real.namespace)
+    assert route["spec"]["parentRefs"] == ts["spec"]["gateway"]["parentRefs"], route["spec"]
+    assert route["spec"]["hostnames"] == ["mlflow.speech.example.com"], route["spec"]
+    hpa = get_json(real.cluster, "hpa", "speech", "-n", real.namespace)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6), hpa["spec"]
+    assert live["status"]["conditions"] and condition(live, "BackendReachable")["reason"] == "NotProbed"
+    forward = real.port_forward("speech")
+    out = _quick(real, forward.url, "09")
+    assert out["downloaded"] == "hello from 09\n", out
+    blobs = _azure_blobs(real, "list", "mlflow")
+    assert any(b.startswith("artifacts/") and b.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for b in blobs), blobs
+    tables = {r[0] for r in real.mysql.query(
+        real.mysql_db_name, "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")}
+    assert {"experiments", "runs", "alembic_version"} <= tables, tables
+
+
+def prepare(real, filename: str) -> tuple[dict, dict[str, int]]:
+    """The example with its Secrets (and local servers for its stores); the pods to expect per component."""
+    ts = real.example(filename)
+    spec = ts["spec"]
+    if filename == "03-local-artifacts.yaml":
+        _storage_class_like(real, spec["storage"]["storageClassName"])
+    elif filename == "05-proxied.yaml":
+        spec["artifacts"]["s3"]["endpointUrl"] = real.s3_endpoint()  # the example's in-cluster S3 server
+        real.bucket("mlflow-nlp")
+        real.secret("nlp-db", {"uri": real.database("nlp")})
+        real.s3_secret("nlp-object-store")
+    elif filename == "06-artifacts-only.yaml":
+        _minio_for_gcs(real, ts, "gcs-writer")
+    elif filename == "07-split.yaml":
+        _minio_for_aws(real, ts)
+        real.secret("recsys-db", {"uri": real.database("recsys")})
+        real.s3_secret("recsys-s3")
+    elif filename == "08-team.yaml":
+        _minio_for_aws(real, ts)
+        real.secret("fraud-mlflow-db", {"tracking-uri": real.database("fraud"), "auth-uri": real.database("fraud_auth")})
+        real.s3_secret("fraud-mlflow-s3")
+    elif filename == "09-gateway-azure.yaml":
+        uri = real.mysql_database("speech")
+        real.mysql_db_name = uri.rsplit("/", 1)[1]
+        real.secret("speech-db", {"uri": uri})
+        real.secret("speech-azure", {"connection-string": real.azure_connection_string()})
+        # Azurite's account instead of acmespeech (the spec's only change); the container created as on Azure
+        destination = spec["artifacts"]["destination"]
+        assert destination.startswith("wasbs://mlflow@acmespeech.blob.core.windows.net/"), destination
+        spec["artifacts"]["destination"] = destination.replace("@acmespeech.", f"@{real.azurite.account}.")
+        assert _azure_blobs(real, "create", "mlflow") == []
+    replicas = spec.get("replicas", 1)
+    if "autoscaling" in spec:
+        replicas = spec["autoscaling"]["minReplicas"]
+    expected = {"tracking": replicas}
+    if spec.get("artifacts", {}).get("mode") == "Split":
+        expected["artifacts"] = spec["artifacts"]["replicas"]
+    return ts, expected
+
+
+CHECKS = {"01-file-store.yaml": check_01, "03-local-artifacts.yaml": check_03, "05-proxied.yaml": check_05,
+          "06-artifacts-only.yaml": check_06, "07-split.yaml": check_07, "08-team.yaml": check_08,
+          "09-gateway-azure.yaml": check_09}
+
+
+@pytest.mark.parametrize("filename", sorted(CHECKS))
+def test_example_converges_to_ready_with_real_pods_and_serves_the_client(real, filename):
+    ts, expected = prepare(real, filename)
+    name = ts["metadata"]["name"]
+    real.apply(ts)
+    live = real.timed("ready", lambda: real.wait_ready(name))
+    pods = _pods_ready(real, name, expected)
+    for component_pods in pods.values():
+        assert_served_by_mlflow(real, live, component_pods)
+    forward = real.port_forward(name)
+    assert health(real, forward.url) == {"/health": "OK", "/version": live["status"]["mlflowVersion"]}
+    forward.stop()
+    CHECKS[filename](real, ts, live, pods)
+
+
+PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff"}
+
+
+def test_an_image_that_does_not_exist_gets_a_warning_event_and_a_condition_naming_the_pull_failure(real):
+    """spec.image names an image no registry has (here: a registry on the node's loopback, which
+    refuses): the kubelet's ErrImagePull / ImagePullBackOff reaches Available and Ready, and a
+    Warning event on the TrackingServer says it."""
+    missing = "localhost/mlflow-operator-test/no-such-server:3.18.0"
+    real.apply({"apiVersion": "mlflow-operator.dev/v1alpha1", "kind": "TrackingServer",
+                "metadata": {"name": "no-image", "namespace": real.namespace}, "spec": {"image": missing}})
+
+    def pulled_failed():
+        live = get_json(real.cluster, "trackingserver", "no-image", "-n", real.namespace)
+        available = condition(live, "Available")
+        if available.get("status") == "False" and available.get("reason") in PULL_FAILURES \
+                and available.get("observedGeneration") == live["metadata"]["generation"]:
+            return live
+        return None
+
+    live = real.timed("pull failure seen", lambda: wait_for(
+        "Available=False naming the pull failure", pulled_failed, timeout=300, interval=1, explain=real.explain))
+    ready = condition(live, "Ready")
+    assert ready["status"] == "False" and ready["reason"] in PULL_FAILURES, ready
+    # what the kubelet really reported for the pod's containers
+    [pod] = real.pods("app.kubernetes.io/instance=no-image")
+    statuses = (pod["status"].get("initContainerStatuses") or []) + (pod["status"].get("containerStatuses") or [])
+    waiting = {s["state"]["waiting"]["reason"] for s in statuses if "waiting" in s["state"]}
+    assert waiting & PULL_FAILURES, statuses
+    assert all(s["image"] == missing for s in statuses), statuses
+
+    def warned():
+        events = get_json(real.cluster, "events", "-n", real.namespace, "--field-selector",
+                          "involvedObject.kind=TrackingServer,involvedObject.name=no-image")["items"]
+        return [e for e in events if e["type"] == "Warning" and e["reason"] in PULL_FAILURES] or None
+
+    [event, *_] = wait_for("a Warning event naming the pull failure", warned, timeout=120, interval=1, explain=real.explain)
+    assert event["message"].startswith("Available: ") and event["reason"] in event["message"], event

@@ -5,7 +5,7 @@ import json
 
 from tests.operator_fixtures import get_json, wait_for
 
-from .conftest import RESTRICTED
+from .conftest import MIRROR, RESTRICTED
 
 
 def test_helm_installed_operator_runs_restricted_with_passing_probes_and_json_logs(installed_operator):
@@ -24,6 +24,8 @@ def test_helm_installed_operator_runs_restricted_with_passing_probes_and_json_lo
     container = pod["spec"]["containers"][0]
     assert container["imagePullPolicy"] == "Never"
     assert {"livenessProbe", "readinessProbe"} <= set(container)
+    # the chart's serverImage.repository became the operator's default server image (the pinned tag)
+    assert f"--default-image={MIRROR}" in container["args"], container["args"]
     # The chart's own ServiceAccount, its token mounted: the in-cluster configuration.
     assert pod["spec"]["serviceAccountName"] == op.release
     assert not any(e["name"] == "KUBECONFIG" for e in container.get("env", []))
