@@ -142,10 +142,6 @@ print(alembic.script.ScriptDirectory.from_config(_get_alembic_config("sqlite://"
 """
 
 
-def _ts(stamp: str) -> str:
-    return stamp  # RFC 3339 UTC with a Z, to the second: lexical order is time order
-
-
 def test_migration_job_migrates_postgresql_in_a_real_container_before_the_server_pods_start(real):
     """04-remote-direct.yaml: an empty PostgreSQL database; the migration Job's pod (the image's
     `mlflow-entrypoint migrate` in a real container) creates MLflow's schema at the head revision of
@@ -181,12 +177,13 @@ def test_migration_job_migrates_postgresql_in_a_real_container_before_the_server
 
     pods = real.wait_pods("forecast", 2)
     assert_served_by_mlflow(real, live, pods)
-    finished = _ts(migrate["state"]["terminated"]["finishedAt"])
+    # Kubernetes' timestamps are RFC 3339 UTC to the second: their string order is time order.
+    finished = migrate["state"]["terminated"]["finishedAt"]
     deployment = get_json(real.cluster, "deployment", "forecast", "-n", real.namespace)
-    assert _ts(deployment["metadata"]["creationTimestamp"]) >= finished, (deployment["metadata"], finished)
+    assert deployment["metadata"]["creationTimestamp"] >= finished, (deployment["metadata"], finished)
     for pod in pods:
         started = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "mlflow")["state"]["running"]["startedAt"]
-        assert _ts(pod["metadata"]["creationTimestamp"]) >= finished and _ts(started) >= finished, (
+        assert pod["metadata"]["creationTimestamp"] >= finished and started >= finished, (
             pod["metadata"]["name"], pod["metadata"]["creationTimestamp"], started, finished)
 
     forward = real.port_forward("forecast")
@@ -368,7 +365,7 @@ def check_09(real, ts, live, pods):
     blobs = _azure_blobs(real, "list", "mlflow")
     assert any(b.startswith("artifacts/") and b.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for b in blobs), blobs
     tables = {r[0] for r in real.mysql.query(
-        real.mysql_db_name, "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")}
+        real.secret_value("speech-db", "uri").rsplit("/", 1)[1], "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")}
     assert {"experiments", "runs", "alembic_version"} <= tables, tables
 
 
@@ -394,9 +391,7 @@ def prepare(real, filename: str) -> tuple[dict, dict[str, int]]:
         real.secret("fraud-mlflow-db", {"tracking-uri": real.database("fraud"), "auth-uri": real.database("fraud_auth")})
         real.s3_secret("fraud-mlflow-s3")
     elif filename == "09-gateway-azure.yaml":
-        uri = real.mysql_database("speech")
-        real.mysql_db_name = uri.rsplit("/", 1)[1]
-        real.secret("speech-db", {"uri": uri})
+        real.secret("speech-db", {"uri": real.mysql_database("speech")})
         real.secret("speech-azure", {"connection-string": real.azure_connection_string()})
         # Azurite's account instead of acmespeech (the spec's only change); the container created as on Azure
         destination = spec["artifacts"]["destination"]
