@@ -38,6 +38,8 @@ DEFAULT_CLASS_ANNOTATION = f"{PREFIX}is-default-class"
 HTTP_PORT = 5000
 HTTP_PORT_NAME = "http"
 HEALTH_PATH = "/health"
+# The server image's readiness: a query on the tracking database (mlflow_entrypoint.ready).
+READY_PATH = "/readyz"
 # Prometheus metrics: a port of their own, which the Ingress and HTTPRoute never route to.
 METRICS_PORT = 9090
 METRICS_PORT_NAME = "metrics"

@@ -259,25 +259,77 @@ def test_missing_secret_is_reported_and_recovers(cluster, operator, namespace, d
     wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
 
 
-def test_unreachable_database_is_reported_and_recovers(cluster, operator, namespace, database_listener):
+def report_check(cluster, namespace: str, pod: str, exit_code: int, message: str) -> None:
+    """What a kubelet reports for a pod's `check` init container that ended (kwok runs none)."""
+    status = {"status": {"initContainerStatuses": [{
+        "name": "check", "image": "x", "imageID": "", "ready": exit_code == 0, "restartCount": 0,
+        "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                 "message": message, "startedAt": "2026-01-01T00:00:00Z",
+                                 "finishedAt": "2026-01-01T00:00:05Z"}}}]}}
+    cluster.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=strategic",
+                    "-p", json.dumps(status))
+
+
+def check_message(databases: list[dict], version: str = "3.18.0", artifacts: dict | None = None) -> str:
+    report = {"version": 1, "mlflowVersion": version, "role": "tracking", "databases": databases,
+              "artifacts": artifacts, "ok": all(d["reachable"] for d in databases)}
+    return f"mlflow-entrypoint check: ...\nmlflow-entrypoint check-report: {json.dumps(report)}"
+
+
+def tracking_pods(cluster, namespace: str, name: str) -> list[dict]:
+    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=tracking"
+    return [p for p in get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"]
+            if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_unreachable_database_is_what_the_pods_check_says_and_recovers(cluster, operator, namespace):
+    """The operator reads reachability from the pods' check; it connects to nothing. kwok runs no
+    container, so the test writes what the kubelet would report for the check init container."""
     ts = load_example("04-remote-direct.yaml", namespace)
-    secrets = create_referenced_secrets(cluster, ts, closed_port())
+    secrets = create_referenced_secrets(cluster, ts, closed_port())  # nothing listens there: not asked
     apply_object(cluster, ts)
     name = ts["metadata"]["name"]
-    live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, BackendReachable="False", Ready="False")
+    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    pod = wait_for("a tracking pod", lambda: (tracking_pods(cluster, namespace, name) or [None])[0])["metadata"]["name"]
+    refused = {"kind": "tracking", "reachable": False, "reason": "ConnectionRefused",
+               "message": "tracking database postgresql db.other.svc:5432/mlflow: connection refused "
+                          "(postgresql://mlflow:pw-leak@db.other.svc/mlflow)"}
+    report_check(cluster, namespace, pod, 3, check_message([refused]))
+    live = wait_for_conditions(cluster, namespace, name, timeout=60, op=operator, BackendReachable="False", Ready="False")
     cond = condition(live, "BackendReachable")
-    assert cond["reason"] == "ConnectionFailed" and "127.0.0.1:" in cond["message"]
+    assert cond["reason"] == "ConnectionRefused" and cond["message"].startswith(f"pod {pod}: "), cond
+    assert "db.other.svc:5432/mlflow" in cond["message"]
     assert "pw-" not in json.dumps(live["status"]), "a password leaked into status"
+    events = get_json(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name},type=Warning")["items"]
+    assert any(e["reason"] == "ConnectionRefused" for e in events), [e["reason"] for e in events]
 
-    first_jobs = {j["metadata"]["name"] for j in get_json(cluster, "jobs", "-n", namespace)["items"]}
-    assert len(first_jobs) == 1
+    answered = {"kind": "tracking", "reachable": True, "reason": "Reachable",
+                "message": "tracking database postgresql db.other.svc:5432/mlflow answered"}
+    report_check(cluster, namespace, pod, 0, check_message([answered]))
 
-    # A new URI in the Secret may be a new, empty database: it is migrated before the pods roll onto it.
-    db_secret = next(n for n in secrets if n.endswith("-db"))
-    put_secret(cluster, namespace, db_secret, {"uri": f"postgresql://mlflow:pw@127.0.0.1:{database_listener}/mlflow"})
-    wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, BackendReachable="True", Ready="True")
-    jobs = get_json(cluster, "jobs", "-n", namespace)["items"]
-    assert len(jobs) == 1 and jobs[0]["metadata"]["name"] not in first_jobs and jobs[0]["status"].get("succeeded") == 1
+    def recovered():
+        live = get_json(cluster, "trackingserver", name, "-n", namespace)
+        cond = condition(live, "BackendReachable")
+        return live if cond.get("status") == "True" and "answered" in cond.get("message", "") else None
+
+    live = wait_for("BackendReachable=True with the pods' answer", recovered, timeout=60)
+    assert condition(live, "Ready")["status"] == "True"
+    assert secrets  # the Secret was read for the hashes, never for a connection
+
+
+def test_mlflow_version_is_what_the_ready_pods_report(cluster, operator, namespace):
+    ts = load_example("02-sqlite.yaml", namespace)
+    apply_object(cluster, ts)
+    name = ts["metadata"]["name"]
+    live = wait_for_conditions(cluster, namespace, name, timeout=120, op=operator, Ready="True")
+    tag = deployment(cluster, namespace, name)["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+    assert live["status"]["mlflowVersion"] == tag  # kwok's pods report none: the image tag
+    pod = tracking_pods(cluster, namespace, name)[0]["metadata"]["name"]
+    # an image tagged one version that installs another (a mirror's retag, a patched build)
+    report_check(cluster, namespace, pod, 0, check_message([], version="3.18.1.dev0"))
+    live = wait_for("the reported version in status", lambda: (lambda ts_: ts_ if ts_["status"].get("mlflowVersion") == "3.18.1.dev0" else None)(
+        get_json(cluster, "trackingserver", name, "-n", namespace)), timeout=60)
+    assert condition(live, "Ready")["status"] == "True"
 
 
 def test_secret_change_rolls_pods_and_generated_secrets_are_kept(cluster, operator, namespace, database_listener):

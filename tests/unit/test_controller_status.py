@@ -1,18 +1,11 @@
-"""Pure parts of the reconciler: conditions, rollout observation, readiness summary, reachability."""
-import socket
+"""Pure parts of the reconciler: conditions, rollout observation, readiness summary."""
 
 from mlflow_operator.controller.conditions import Condition, merge_conditions
 from mlflow_operator.controller.migrations import job_state
 from dataclasses import replace
 
 from mlflow_operator.controller.observe import availability, degraded, pod_problem, progressing, rollout_of
-from mlflow_operator.controller.reachability import (
-    Endpoint,
-    artifact_endpoint,
-    database_endpoint,
-    probe_tcp,
-    unsupported_database,
-)
+from mlflow_operator.controller.reachability import unsupported_database
 from mlflow_operator.controller.reconcile import secret_key_refs, summarize
 
 
@@ -133,17 +126,6 @@ def test_job_states():
     assert job_state({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}) == "Running"
 
 
-def test_endpoints_never_keep_the_password():
-    ep = database_endpoint("postgresql+psycopg2://mlflow:s3cr3t@db.team-a.svc:6543/mlflow")
-    assert ep == Endpoint("db.team-a.svc", 6543) and "s3cr3t" not in str(ep)
-    assert database_endpoint("mysql+pymysql://u:p@mysql/mlflow") == Endpoint("mysql", 3306)
-    assert database_endpoint("sqlite:////data/mlflow.db") is None
-    assert artifact_endpoint("s3://bucket/p", "http://minio.storage:9000") == Endpoint("minio.storage", 9000)
-    assert artifact_endpoint("s3://bucket/p", None, "eu-west-1") == Endpoint("s3.eu-west-1.amazonaws.com", 443)
-    assert artifact_endpoint("wasbs://c@acct.blob.core.windows.net/p") == Endpoint("acct.blob.core.windows.net", 443)
-    assert artifact_endpoint("/data/artifacts") is None
-
-
 def test_only_databases_the_image_can_drive_are_accepted():
     for ok in ("postgresql://u:p@db/mlflow", "postgresql+psycopg2://db/x", "postgres://db/x", "mysql+pymysql://db/x", "mysql://db/x"):
         assert unsupported_database(ok) is None, ok
@@ -151,16 +133,6 @@ def test_only_databases_the_image_can_drive_are_accepted():
     assert problem and problem.startswith("mssql://") and "postgresql://" in problem and "s3cr3t" not in problem
     assert "mysql://" in unsupported_database("mariadb://db/x")
     assert unsupported_database("db.team.svc:5432/mlflow")
-
-
-def test_probe_tcp_tells_open_from_closed():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        assert probe_tcp(Endpoint("127.0.0.1", port), "database").reachable
-    closed = probe_tcp(Endpoint("127.0.0.1", port), "database")
-    assert not closed.reachable and closed.reason == "ConnectionFailed" and f"127.0.0.1:{port}" in closed.message
 
 
 def test_secret_key_refs_collects_env_and_volumes():

@@ -94,6 +94,7 @@ def test_restricted_checker_catches_violations():
     assert restricted_violations(bad) == [
         "volume host has type {'hostPath'}",
         "container migrate has seccomp profile Unconfined",
+        "container check has seccomp profile Unconfined",
         "container mlflow allows privilege escalation",
         "container mlflow does not drop ALL capabilities",
         "container mlflow adds capabilities ['SYS_ADMIN']",

@@ -35,7 +35,8 @@ def test_file_store_runs_mlruns_on_the_volume_with_mlflows_opt_in():
     assert server["MLFLOW_OPERATOR_BACKEND_STORE_URI"] == "file:///data/mlruns"
     assert server["MLFLOW_ALLOW_FILE_STORE"] == "true"
     assert server["MLFLOW_OPERATOR_ARTIFACTS_DESTINATION"] == "/data/artifacts"
-    assert "initContainers" not in pod_spec(deploy)  # a file store has no schema to migrate
+    # a file store has no schema to migrate: the check only (it reports the MLflow version)
+    assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["check"]
     assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"] == {"type": "Recreate"}
     assert one(out, "PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert "/data" in mounts(container(deploy))
@@ -82,8 +83,10 @@ def test_server_container_contract():
     deploy = one(render(load_example("02-sqlite.yaml")), "Deployment")
     server = container(deploy)
     assert server["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert server[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    # readiness asks the database too (the image's /readyz): an outage unreadies, never restarts
+    assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert mounts(server)["/tmp"]["name"] == "tmp"
     assert volume_names(deploy)["tmp"] == {"name": "tmp", "emptyDir": {}}
     pod = pod_spec(deploy)
@@ -154,13 +157,11 @@ def test_remote_database_and_direct_s3():
     assert e["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert "/data" not in mounts(container(deploy))
     assert not of_kind(out, "PersistentVolumeClaim")
-    wait = container(deploy, "wait-for-backend", init=True)
-    assert wait["command"] == ["mlflow-entrypoint", "wait-for-backend"]
-    assert env(wait) == {
-        "MLFLOW_OPERATOR_BACKEND_STORE_URI": ("secret", "forecast-db", "uri"),
-        "MLFLOW_OPERATOR_BACKEND_WAIT_SECONDS": "60",
-    }
-    assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["wait-for-backend"]
+    check = container(deploy, "check", init=True)
+    assert check["command"] == ["mlflow-entrypoint", "check", "--init", "--termination-message", "/dev/termination-log"]
+    assert env(check)["MLFLOW_OPERATOR_BACKEND_STORE_URI"] == ("secret", "forecast-db", "uri")
+    assert env(check)["MLFLOW_OPERATOR_BACKEND_WAIT_SECONDS"] == "60"
+    assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["check"]
     job = one(out, "Job")
     assert job["metadata"]["name"].startswith("forecast-migrate-") and len(job["metadata"]["name"]) == 25
     assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "migration"
@@ -227,7 +228,9 @@ def test_artifacts_only_server_with_gcs_key_file():
         "secretName": "gcs-writer", "items": [{"key": "key.json", "path": "credentials.json"}]
     }
     assert mounts(server)["/var/run/secrets/mlflow-operator/gcs"]["readOnly"] is True
-    assert "initContainers" not in pod_spec(deploy)
+    # the check lists the bucket with the same key file
+    assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["check"]
+    assert mounts(container(deploy, "check", init=True)) == mounts(server)
 
 
 # --- 6b. split: metadata pods + artifacts-only pods behind one endpoint -------------------------
@@ -373,7 +376,7 @@ def test_external_backend_with_sqlite_auth_splits_the_migrations():
     out = render(make({"backendStore": DATABASE, "artifacts": {"destination": "s3://bucket"}, "auth": {"type": "Basic"}}))
     assert env(container(one(out, "Job"), "migrate")) == {"MLFLOW_OPERATOR_BACKEND_STORE_URI": ("secret", "db", "uri")}
     deploy = one(out, "Deployment")
-    assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["wait-for-backend", "migrate"]
+    assert [c["name"] for c in pod_spec(deploy)["initContainers"]] == ["migrate", "check"]
     assert env(container(deploy, "migrate", init=True)) == {"MLFLOW_OPERATOR_AUTH_DATABASE_URI": "sqlite:////data/auth.db"}
     assert one(out, "PersistentVolumeClaim")  # the auth database lives on the volume
 

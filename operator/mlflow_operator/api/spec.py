@@ -179,9 +179,9 @@ class BackendStore(ApiModel):
         default=60,
         ge=0,
         le=3600,
-        description="Database only: the pods' `wait-for-backend` init container waits up to this "
-        "many seconds for the database to accept connections before the server starts (0 skips "
-        "the wait).",
+        description="The pods' `check` init container retries the database and the artifact store "
+        "up to this many seconds (0: one attempt) before it fails the pod's start; its result is "
+        "BackendReachable and ArtifactStoreReachable. The migration Job waits as long for the database.",
     )
 
 

@@ -81,7 +81,9 @@ class TrackingServerStatus(ApiModel):
     )
     mlflow_version: str | None = Field(
         default=None,
-        description="Version label (image tag) of the tracking pods that serve now; lags spec.image while a migration runs.",
+        description="The MLflow version that serves now: what the ready tracking pods of the current "
+        "pod template report from their image (their check init container reads it from the installed "
+        "MLflow); the image tag only for pods that report none. Lags spec.image while a migration runs.",
     )
     mode: str | None = Field(
         default=None, description="Artifact mode in effect: Proxied, Direct, Split or ArtifactsOnly."

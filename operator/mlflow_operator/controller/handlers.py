@@ -37,7 +37,6 @@ from ..render import RenderContext
 from ..render.classes import class_name_for
 from . import kube, metrics
 from .reconcile import reconcile
-from .stores import probe_stores
 from .workqueue import WorkQueue
 
 LEGACY_FINALIZER = f"{GROUP}/finalizer"
@@ -47,6 +46,9 @@ MANAGED_SELECTOR = "=".join(kube.MANAGED_BY)
 # read by name when a pass needs it: the cluster's Secrets are never streamed.
 CACHED_CHILDREN = (
     ("", "v1", "secrets", "Secret"),
+    # The server pods: their readiness and their `check` init container's result (the stores'
+    # reachability and the MLflow version, seen from where the pods run) without a request.
+    ("", "v1", "pods", "Pod"),
     ("apps", "v1", "deployments", "Deployment"),
     ("batch", "v1", "jobs", "Job"),
     ("", "v1", "services", "Service"),
@@ -330,10 +332,6 @@ def _inputs(body: dict[str, Any], children: list[dict[str, Any]]) -> tuple:
             tuple(sorted((c["kind"], c["metadata"]["name"], c["metadata"].get("resourceVersion")) for c in children)))
 
 
-# Probe results that come without opening a connection (observe.py / stores.py reasons).
-OFFLINE_PROBES = {"NotApplicable", "Embedded", "Volume", "ManagedService", "NotProbed"}
-
-
 def _pass(body: dict[str, Any], view: kube.PassView, state: State,
           classes: dict[str, TrackingServerClass | None] | None = None) -> tuple[float, dict[str, Any] | None, bool]:
     """One pass, in a worker thread. Returns when to come back, the body after a status write, and
@@ -344,19 +342,12 @@ def _pass(body: dict[str, Any], view: kube.PassView, state: State,
     # Log lines carry the object (JSON: "object"; text: a [namespace/name] prefix); none is posted
     # as an event: events are posted explicitly (kopf.event).
     logger = kopf.LocalObjectLogger(body=kopf.Body(body), settings=state.settings)
-    offline = []
-
-    def probes(ts, secrets):
-        found = probe_stores(ts, secrets)
-        offline.extend(p is None or p.reason in OFFLINE_PROBES for p in found)
-        return found
-
     try:
         before = kube.requests_made()
         with metrics.timed_reconcile(namespace, name), kube.deadline(), kube.reading_from(view):
-            result, written = run_pass(body, probes, state.render_base, logger, classes or {})
+            result, written = run_pass(body, state.render_base, logger, classes or {})
         state.failures.pop(key, None)
-        settled = kube.requests_made() == before and all(offline) and not result.requeue_after
+        settled = kube.requests_made() == before and not result.requeue_after
         if result.requeue_after:
             return min(resync, result.requeue_after), written, False
         return resync, written, settled
@@ -383,14 +374,14 @@ def _backoff(failures: int, resync: float) -> float:
     return min(resync, MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 8)) * random.uniform(0.9, 1.1)
 
 
-def run_pass(body: dict[str, Any], probes=probe_stores, render_base: RenderContext | None = None,
+def run_pass(body: dict[str, Any], render_base: RenderContext | None = None,
              logger: logging.Logger | logging.LoggerAdapter = log,
              classes: dict[str, TrackingServerClass | None] | None = None):
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
         (logger.warning if type_ == "Warning" else logger.info)("%s: %s", reason, message)
 
-    result = reconcile(body, emit, probes=probes, render_base=render_base or RenderContext(), classes=classes or {})
+    result = reconcile(body, emit, render_base=render_base or RenderContext(), classes=classes or {})
     current = body.get("status") or {}
     written = None
     changed = [k for k, v in result.status.items() if current.get(k) != v]

@@ -1,17 +1,16 @@
-"""Status from observation: what the Deployments and the stores say now."""
+"""Status from observation: what the Deployments, their pods and the pods' store checks say now."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from ..api import TrackingServer
 from ..api import derived as d
 from ..render import naming
-from . import kube
+from . import kube, stores
 from .conditions import Condition
 from .migrations import MigrationGate
 from .podmessages import entrypoint_message, mask_uri_passwords
-from .reachability import Probe
 
 
 @dataclass
@@ -146,35 +145,44 @@ def _claims_of_problem_pod(ts: TrackingServer, problem: PodProblem) -> PodProble
     return replace(problem, message=f"{problem.message}; {detail}") if detail else problem
 
 
-def observe_rollout(ts: TrackingServer, component: str, name: str) -> Rollout:
-    rollout = rollout_of(kube.get("apps/v1", "Deployment", ts.namespace, name), name)
+def observe_rollout(ts: TrackingServer, component: str, name: str) -> tuple[Rollout, list[dict[str, Any]]]:
+    """One Deployment's rollout and the pods of its current pod template. Pods come from the watch
+    cache (labelled managed-by, like every child): reading them costs no request."""
+    deployment = kube.get("apps/v1", "Deployment", ts.namespace, name)
+    rollout = rollout_of(deployment, name)
+    selector = ",".join(f"{k}={v}" for k, v in naming.selector_labels(ts, component).items())
+    pods = kube.list_objects("v1", "Pod", ts.namespace, selector) if rollout.exists else []
     if rollout.exists and rollout.ready < rollout.desired:
-        # Only then are the pods read: a healthy server costs no extra request per pass.
-        selector = ",".join(f"{k}={v}" for k, v in naming.selector_labels(ts, component).items())
-        problem = pod_problem(kube.list_objects("v1", "Pod", ts.namespace, selector))
+        problem = pod_problem(pods)
         if problem and problem.reason == "Unschedulable":
             problem = _claims_of_problem_pod(ts, problem)
         if problem:
             rollout = replace(rollout, problem=problem)
-    return rollout
+    return rollout, stores.current_pods(deployment, pods)
 
 
-def observe(ts: TrackingServer, gate: MigrationGate | None, probes: list[Probe | None]) -> Observation:
-    rollouts = {naming.TRACKING: observe_rollout(ts, naming.TRACKING, naming.tracking_name(ts))}
+def observe(ts: TrackingServer, gate: MigrationGate | None, secret_value: Callable[[str, str], str | None]) -> Observation:
+    tracking, tracking_pods = observe_rollout(ts, naming.TRACKING, naming.tracking_name(ts))
+    rollouts = {naming.TRACKING: tracking}
+    artifact_pods, artifact_deployment = tracking_pods, tracking.name
     if ts.spec.artifacts.mode == "Split":
-        rollouts[naming.ARTIFACTS] = observe_rollout(ts, naming.ARTIFACTS, naming.artifacts_name(ts))
+        rollouts[naming.ARTIFACTS], artifact_pods = observe_rollout(ts, naming.ARTIFACTS, naming.artifacts_name(ts))
+        artifact_deployment = naming.artifacts_name(ts)
     conditions = [availability(rollouts, gate), progressing(rollouts, gate), degraded(rollouts, gate)]
     if gate is not None:
         conditions.append(gate.condition)
-    for probe, type_ in zip(probes, ("BackendReachable", "ArtifactStoreReachable")):
-        if probe is not None:
-            conditions.append(Condition(type_, probe.reachable, probe.reason, probe.message))
+    conditions.append(stores.backend_condition(ts, secret_value, tracking.name, tracking_pods))
+    conditions.append(stores.artifact_condition(ts, artifact_deployment, artifact_pods))
 
-    tracking = rollouts[naming.TRACKING]
     fields: dict[str, Any] = {"replicas": tracking.total, "readyReplicas": tracking.ready}
-    if tracking.rolled_out and tracking.version:
-        # What serves now: held back while a migration runs or failed, so it can lag the spec.
-        fields["mlflowVersion"] = tracking.version
+    # What serves now: the version the ready pods of the current pod template reported from their
+    # image (held back while a migration runs or failed, so it can lag the spec). Pods whose image
+    # reports none (kwok's fakes) leave the image tag, once the rollout is complete.
+    version = stores.reported_version(tracking_pods)
+    if version is None and tracking.rolled_out and tracking.ready:
+        version = tracking.version
+    if version:
+        fields["mlflowVersion"] = version
     return Observation(conditions, fields)
 
 

@@ -38,7 +38,6 @@ from .migrations import MigrationGate, gate_migrations
 from .provisioning import DATABASE_PROVISIONED, ProvisioningBlocked, ensure_database
 from .observe import NOT_POD_PROBLEMS, PODS_STARTING, observe
 from .ownership import delete_owned, reconcile_retention
-from .reachability import Probe
 from .volumes import ensure_volume_claim
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,7 @@ def secret_key_refs(manifests: list[dict[str, Any]]) -> dict[str, set[str]]:
 
 class SecretReader:
     """The Secrets one pass reads, each read once. Rendering (the hashes in the pod templates and
-    the migration Job's name) and the store probes then see the same data: a Secret edited during
+    the migration Job's name) and the store conditions then see the same data: a Secret edited during
     a pass cannot make status report a database the rendered children do not use yet."""
 
     def __init__(self, namespace: str):
@@ -300,7 +299,6 @@ def with_class(body: dict[str, Any], classes: dict[str, TrackingServerClass | No
 
 
 def reconcile(body: dict[str, Any], emit: EventFn,
-              probes: Callable[[TrackingServer, SecretReader], list[Probe | None]] | None = None,
               render_base: RenderContext = RenderContext(),
               classes: dict[str, TrackingServerClass | None] | None = None) -> PassResult:
     """One pass. Returns the status to write; raises only for unexpected API errors.
@@ -382,11 +380,11 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         observed.append(Condition("Reconciled", False, "ApiError", f"{exc.status} {exc.reason}: {kube.error_message(exc)}"))
         requeue = 15
 
-    observation = observe(ts, gate, probes(ts, secrets) if probes else [])
+    observation = observe(ts, gate, secrets.value)
     observed += observation.conditions
     if pods_not_ready(observation.conditions):
-        # Pods are not watched (a cluster-wide pod watch costs every cluster more than it gives):
-        # while pods are not ready, look again soon, so a crash loop's reason reaches status.
+        # The pods are watched (their changes queue a pass), but a container in back-off changes
+        # nothing the watch sees for minutes: while pods are not ready, look again soon.
         requeue = min(requeue or NOT_READY_RECHECK_SECONDS, NOT_READY_RECHECK_SECONDS)
     conditions = keep_only(merge_conditions(previous, observed, generation),
                            producible_conditions(ts) | ({CLASS_APPLIED} if class_name else set())

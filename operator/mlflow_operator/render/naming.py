@@ -77,6 +77,10 @@ def selector_labels(ts: TrackingServer, component: str) -> dict[str, str]:
     }
 
 
+# The init container that checks the stores from the pod (its termination message is read by the operator).
+CHECK_CONTAINER = "check"
+
+
 def labels(ts: TrackingServer, component: str) -> dict[str, str]:
     result = {**selector_labels(ts, component), "app.kubernetes.io/managed-by": "mlflow-operator"}
     version = image_version(image(ts))

@@ -17,6 +17,7 @@ from ..constants import (
     DATA_DIR,
     ENTRYPOINT,
     HEALTH_PATH,
+    READY_PATH,
     HTTP_PORT,
     HTTP_PORT_NAME,
     METRICS_PORT,
@@ -28,6 +29,7 @@ from . import naming
 from .context import RenderContext
 from .environment import GCS_CREDENTIALS_DIR, GCS_CREDENTIALS_FILE, Env
 
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # the kubelet's default terminationMessagePath
 TMP_VOLUME = "tmp"
 DATA_VOLUME = "data"
 GCS_VOLUME = "gcs-credentials"
@@ -81,8 +83,8 @@ def container(
     }
 
 
-def _probe(**timing: int) -> dict[str, Any]:
-    return {"httpGet": {"path": HEALTH_PATH, "port": HTTP_PORT_NAME}, "timeoutSeconds": 5, **timing}
+def _probe(path: str = HEALTH_PATH, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": HTTP_PORT_NAME}, "timeoutSeconds": 5, **timing}
 
 
 def server_container(ts: TrackingServer, env: Env, resources: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,9 +92,11 @@ def server_container(ts: TrackingServer, env: Env, resources: dict[str, Any], mo
     result["ports"] = [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}]
     if ts.spec.metrics.enabled:
         result["ports"].append({"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"})
-    # Startup allows a slow first start (5 minutes); liveness only restarts a hung server.
+    # Startup allows a slow first start (5 minutes); liveness only restarts a hung server. Readiness
+    # asks the database too: a pod that cannot reach it leaves the Service, and the operator reads
+    # it as the database not answering the pods (controller/stores.py).
     result["startupProbe"] = _probe(periodSeconds=5, failureThreshold=60)
-    result["readinessProbe"] = _probe(periodSeconds=10, failureThreshold=3)
+    result["readinessProbe"] = _probe(READY_PATH, periodSeconds=10, failureThreshold=3)
     result["livenessProbe"] = _probe(periodSeconds=20, failureThreshold=3)
     return result
 

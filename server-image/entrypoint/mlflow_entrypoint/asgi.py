@@ -238,8 +238,10 @@ def create_app():
     if config.get("kubernetes_auth"):
         from . import kubeauth
 
-        app = kubeauth.wrap(app, config["kubernetes_auth"])  # outermost: nothing answers before it
-    return app
+        app = kubeauth.wrap(app, config["kubernetes_auth"])  # before everything but the readiness probe
+    from .ready import Readiness  # outermost: the kubelet's probe carries no token and meets no limit
+
+    return Readiness(app)
 
 
 def uvicorn_command(cmd: list[str], config: dict) -> tuple[list[str], dict[str, str]]:

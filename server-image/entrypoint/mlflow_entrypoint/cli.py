@@ -63,6 +63,15 @@ def cmd_wait(args) -> int:
 
 
 def cmd_check(args) -> int:
+    if args.init:
+        from .stores import run_init_check, summary, write_termination_message
+
+        report = run_init_check(load())
+        print(json.dumps(report, indent=2, sort_keys=True))
+        print(f"mlflow-entrypoint check: {summary(report)}", file=sys.stderr)
+        if args.termination_message:
+            write_termination_message(args.termination_message, report)
+        return 0 if report["ok"] else 3
     from .check import run_check
 
     report = run_check(load())
@@ -80,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="check the database schema, then exec `mlflow server`").set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="upgrade the databases to the image's schema, under a lock").set_defaults(fn=cmd_migrate)
     sub.add_parser("wait-for-backend", help="wait (bounded) until the databases answer").set_defaults(fn=cmd_wait)
-    sub.add_parser("check", help="JSON report: databases reachable and migrated, artifacts writable").set_defaults(fn=cmd_check)
+    check = sub.add_parser("check", help="JSON report: databases reachable and migrated, artifacts writable")
+    check.add_argument("--init", action="store_true",
+                       help="the pod's init container: connect to every store (bounded retries, "
+                            "MLFLOW_OPERATOR_BACKEND_WAIT_SECONDS), list the artifact store, write nothing; "
+                            "exit 3 when a store cannot be reached")
+    check.add_argument("--termination-message", metavar="PATH",
+                       help="also write the result where the kubelet reads the termination message")
+    check.set_defaults(fn=cmd_check)
     args = parser.parse_args(argv)
     setup_logging()
     try:

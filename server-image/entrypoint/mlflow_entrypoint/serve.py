@@ -117,6 +117,9 @@ def build(s: Settings, environ: dict[str, str] | None = None) -> tuple[list[str]
     }
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # The gateway's supported-models call fetches a model catalog from the internet by default and
+    # hangs where there is none (most clusters): "" turns the remote fetch off; a mirror can be set.
+    env.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     home = env.get("HOME")
     if not home or not os.access(home, os.W_OK):
