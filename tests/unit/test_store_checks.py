@@ -103,9 +103,12 @@ def test_backend_reachability_comes_from_the_current_pods_check():
     assert (cond.status, cond.reason) == (False, "HostNotFound") and cond.message.startswith("pod b: ")
 
     # kwok's pods (and images without the report) only say that the check passed
-    kwok = _pod("k", check={"exitCode": 0, "reason": "Completed"})
+    kwok = _pod("k", check={"exitCode": 0, "reason": "Completed"}, created="2026-01-02T00:00:00Z")
     cond = stores.backend_condition(ts, secret, "forecast", [kwok])
     assert (cond.status, cond.reason) == (True, "Reachable") and "pod k passed" in cond.message
+    # a pod that says what it checked is quoted before a newer one that does not
+    cond = stores.backend_condition(ts, secret, "forecast", [kwok, ok])
+    assert "db:5432/mlflow answered" in cond.message
 
     waiting = _pod("w", ready=False)
     cond = stores.backend_condition(ts, secret, "forecast", [waiting])

@@ -67,7 +67,7 @@ def from_pods(type_: str, what: str, deployment: str, pods: list[dict[str, Any]]
             return Condition(type_, None, "CheckFailed", f"the check of pod {result.pod} failed: {result.summary}")
     passed = [r for r in results if r.passed]
     if passed:
-        newest = passed[0]
+        newest = next((r for r in passed if r.report), passed[0])  # the one that says what it checked
         entries = entry_of(newest.report) if newest.report else []
         detail = "; ".join(e["message"] for e in entries) if entries else f"the check of pod {newest.pod} passed"
         return Condition(type_, True, "Reachable", f"checked from the pods: {detail}")
