@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from . import audit, build, certs, kubeconfig, kwok_stages, netns, node_build, versions
+from . import audit, build, certs, ingress_controller, kubeconfig, kwok_stages, netns, node_build, versions
 from .node import NODE_IP, APISERVER_PORT, Node, NodeError
 from .processes import Process, free_port, group_members, stop_all, tail
 
@@ -120,6 +120,7 @@ class Cluster:
         self.admin_cert = admin_cert
         self.detached = detached
         self.node = node  # the real node (start(node=True)), else None
+        self.ingress = None  # ingress_controller.NodeIngress (start(node=True, ingress=True)), else None
         self._server = server
         self._stopped = False
         self._sa_dir: Path | None = None
@@ -498,6 +499,7 @@ def start(
     *,
     fake_nodes: tuple[str, ...] | None = None,
     node: bool = False,
+    ingress: bool = False,
     timeout: float | None = None,
     detached: bool = False,
     log: Log = _log,
@@ -510,6 +512,10 @@ def start(
     the API server is reached through a forwarder on 127.0.0.1. No kwok nodes unless
     `fake_nodes` names some (pods would be scheduled on them). Needs root.
 
+    ingress=True (with node=True): Traefik serving IngressClass `nginx` and the Gateway
+    `traefik/mlflow` on the node, reached from the host at 127.0.0.1:`cluster.ingress.port`
+    (ingress_controller.py; built on first use).
+
     detached=True (for `hack/cluster up`): processes survive this Python process; otherwise they
     are stopped at exit, on SIGTERM/SIGHUP, and get SIGTERM from the kernel if it dies.
     Raises ClusterError (with the failing component's log tail) when anything fails."""
@@ -521,11 +527,13 @@ def start(
         bin_dir = build.ensure(log)
         if node:
             node_build.ensure(log)
+        if node and ingress:  # before the cluster starts: a cold build takes minutes
+            ingress_controller.ensure(log)
     except build.BuildError as exc:
         raise ClusterError(f"could not build the {'node' if node else 'control plane'}: {exc}") from exc
     for attempt in (1, 2):
         try:
-            return _start_once(bin_dir, fake_nodes, timeout, detached, log, node)
+            return _start_once(bin_dir, fake_nodes, timeout, detached, log, node, ingress)
         except ClusterError as exc:
             # Free ports are picked before the processes bind them; another process may take
             # one meanwhile. Try once more with fresh ports.
@@ -537,7 +545,7 @@ def start(
 
 
 def _start_once(bin_dir: Path, fake_nodes: tuple[str, ...], timeout: float, detached: bool, log: Log,
-                with_node: bool = False) -> Cluster:
+                with_node: bool = False, with_ingress: bool = False) -> Cluster:
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="localcluster-"))
     logs = workdir / "logs"
@@ -556,6 +564,13 @@ def _start_once(bin_dir: Path, fake_nodes: tuple[str, ...], timeout: float, deta
         phases.update(_start(cluster, bin_dir, workdir, fake_nodes, timeout, detached, log))
         if with_node:
             phases.update(cluster.node.start(cluster, timeout=timeout))
+        if with_node and with_ingress:
+            mark = time.monotonic()
+            try:
+                cluster.ingress = ingress_controller.install(cluster, log=log)
+            except build.BuildError as exc:
+                raise ClusterError(f"the ingress controller: {exc}") from exc
+            phases["ingress"] = time.monotonic() - mark
     except BaseException as exc:
         logs_hint = f" (logs kept in {logs}" + (f" and {cluster.node.dir / 'logs'})" if cluster.node else ")")
         try:

@@ -62,6 +62,7 @@ def image_ref(name: str) -> str:
         "local-path-provisioner": versions.LOCAL_PATH_PROVISIONER,
         "busybox": "debian",
         "kubectl": versions.KUBERNETES,
+        "traefik": versions.TRAEFIK,  # opt-in: ingress_controller.py builds it
     }[name]
     return f"{IMAGE_PREFIX}/{name}:{tag}"
 

@@ -16,6 +16,9 @@ Registered in tests/conftest.py (``pytest_plugins = ["localcluster.pytest_plugin
   using it FAIL with the reason. With ``MLFLOW_OPERATOR_TEST_KUBECONFIG`` set it is that
   existing cluster (its nodes are real; load_image is not available there).
 - ``node_namespace`` (function): like ``namespace``, on ``node_cluster``.
+- ``node_ingress`` (session): Traefik on ``node_cluster``'s node (ingress_controller.py), serving
+  IngressClass ``nginx`` and the Gateway ``traefik/mlflow``; ``.port`` on 127.0.0.1 reaches it.
+  Only tests that ask for it pay for its build (minutes, once) and its pod.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Iterator
 import pytest
 
 from .build import BuildError
+from . import ingress_controller
 from .cluster import Cluster, ClusterError, start
 from .node import requirements as node_requirements
 
@@ -140,3 +144,16 @@ def node_namespace(node_cluster: Cluster, request: pytest.FixtureRequest) -> Ite
 def cluster_kubeconfig(cluster: Cluster) -> Path:
     """The admin kubeconfig path of `cluster` (convenience)."""
     return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def node_ingress(node_cluster: Cluster, request: pytest.FixtureRequest) -> "ingress_controller.NodeIngress":
+    if node_cluster.ingress is None:
+        if getattr(node_cluster, "node", None) is None:
+            pytest.fail(f"node_ingress needs the real node started here (not {KUBECONFIG_ENV})", pytrace=False)
+        try:
+            with _uncaptured(request):
+                node_cluster.ingress = ingress_controller.install(node_cluster)
+        except (ClusterError, BuildError) as exc:
+            pytest.fail(f"the ingress controller could not be built or installed: {exc}", pytrace=False)
+    return node_cluster.ingress

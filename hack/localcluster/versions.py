@@ -15,6 +15,7 @@ PROMETHEUS_OPERATOR = "v0.85.0"  # github.com/prometheus-operator/prometheus-ope
 COREDNS = "v1.15.0"  # github.com/coredns/coredns (cluster DNS, run as a pod)
 LOCAL_PATH_PROVISIONER = "v0.0.30"  # github.com/rancher/local-path-provisioner (dynamic PVs, run as a pod)
 PAUSE = "3.10.1"  # TAG of build/pause in k8s.io/kubernetes KUBERNETES (the sandbox image, built from pause.c)
+TRAEFIK = "v3.7.13"  # github.com/traefik/traefik/v3 (opt-in ingress controller and Gateway API implementation)
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:
