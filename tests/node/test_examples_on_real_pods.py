@@ -1,7 +1,7 @@
 """Every example but 08 (see CHECKS) applied with kubectl, served by real pods on the real node.
 
 The server's readiness probe is answered by MLflow itself in the image `make images` built (an HTTP
-GET of /health on the mlflow container's port); the migration Job runs that image against
+GET of the image's /readyz on the mlflow container's port); the migration Job runs that image against
 PostgreSQL; the stock client runs outside the cluster through `kubectl port-forward`. PostgreSQL,
 MariaDB, MinIO and Azurite are the test services on the host's loopback, reached by pods through a
 Service of their namespace (reach.py). What each example needs beyond `kubectl apply` is done here
@@ -16,6 +16,7 @@ import textwrap
 
 import pytest
 
+from mlflow_operator.constants import READY_PATH
 from tests.operator_fixtures import condition, get_json, wait_for
 from tests.workload.conftest import RECHECK, last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
@@ -80,12 +81,12 @@ def tutorial(real, url: str, **env: str) -> dict:
 
 def assert_served_by_mlflow(real, live: dict, pods: list[dict]) -> None:
     """Each server pod: the image the chart's default names (no spec.image in the examples), its
-    readiness answered by MLflow's /health on the mlflow container's own port, never restarted."""
+    readiness answered by the server (/readyz) on the mlflow container's own port, never restarted."""
     for pod in pods:
         container = next(c for c in pod["spec"]["containers"] if c["name"] == "mlflow")
         assert container["image"] == real.operator.default_image, container["image"]
         probe = container["readinessProbe"]["httpGet"]
-        assert probe["path"] == "/health" and probe["port"] in {p["name"] for p in container["ports"]}, probe
+        assert probe["path"] == READY_PATH and probe["port"] in {p["name"] for p in container["ports"]}, probe
         status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "mlflow")
         assert status["ready"] and status["restartCount"] == 0 and status["imageID"], (pod["metadata"]["name"], status)
     assert live["status"]["mlflowVersion"] == real.operator.default_image.rpartition(":")[2], live["status"]
@@ -340,7 +341,8 @@ def check_09(real, ts, live, pods):
     assert route["spec"]["hostnames"] == ["mlflow.speech.example.com"], route["spec"]
     hpa = get_json(real.cluster, "hpa", "speech", "-n", real.namespace)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6), hpa["spec"]
-    assert live["status"]["conditions"] and condition(live, "BackendReachable")["reason"] == "NotProbed"
+    backend = condition(live, "BackendReachable")  # MariaDB checked from the pods, with a real handshake
+    assert backend["status"] == "True" and backend["reason"] == "Reachable", backend
     forward = real.port_forward("speech")
     out = _quick(real, forward.url, "09")
     assert out["downloaded"] == "hello from 09\n", out
