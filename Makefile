@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo setup system-deps build images test-images test test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server bench-operator cluster-up cluster-down
+.PHONY: demo setup system-deps build images test-images test test-serial test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server bench-operator cluster-up cluster-down
 
 # The README's first command: the operator against your cluster, or a render of the quickstart.
 # It needs the operator's own dependencies only, not the test extras.
@@ -28,9 +28,13 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	hack/system-deps
 
-# Every tier. Builds of the control plane and the server image's environment are cached outside
-# the repo (~/.cache/mlflow-operator), so only the first run pays for them.
+# Every tier, in two lanes side by side (hack/test-lanes: the real node's, and the rest). Builds of
+# the control plane and the images are cached outside the repo (~/.cache/mlflow-operator), so only
+# the first run pays for them. `make test-serial` runs one pytest over everything.
 test: setup system-deps build images
+	hack/test-lanes $(PY) $(PYTEST_ARGS)
+
+test-serial: setup system-deps build images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-e2e: setup system-deps build
