@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     from . import kube, metrics
 
     kopf.configure(**logging_options(args.log_format, args.log_level))
+    from . import removed_kinds
+    removed_kinds.install()
     quiet_repetitions()
     from . import handlers  # noqa: F401 - registers the handlers
 
