@@ -64,15 +64,18 @@ def test_a_database_only_the_teams_pods_reach_by_a_short_name_makes_the_server_r
     assert cond["reason"] == "Reachable" and "postgres:5432" in cond["message"] and "answered" in cond["message"], cond
     assert real.postgres.password not in json.dumps(live["status"])
 
-    # finding 8: the version is what the serving pods' image runs (read from the installed MLflow)
-    [pod] = real.ready_pods(name)
-    message = _check_message(pod)
-    report = json.loads(message.split("mlflow-entrypoint check-report: ", 1)[1].splitlines()[0])
-    assert live["status"]["mlflowVersion"] == report["mlflowVersion"], (live["status"], report)
-    installed = real.kubectl("exec", "-n", real.namespace, pod["metadata"]["name"], "-c", "mlflow", "--", "python3", "-c",
-                             "from importlib.metadata import version; print(version('mlflow'))").stdout.strip()
-    assert report["mlflowVersion"] == installed and report["databases"][0]["schema"]["state"] == "current"
-    assert real.postgres.password not in message
+    # finding 8: the version is what the serving pods' image runs (read from the installed MLflow);
+    # 04 runs two replicas: each ready pod's check reports it
+    pods = real.ready_pods(name)
+    assert pods, "Ready, yet no ready tracking pod"
+    for pod in pods:
+        message = _check_message(pod)
+        report = json.loads(message.split("mlflow-entrypoint check-report: ", 1)[1].splitlines()[0])
+        assert live["status"]["mlflowVersion"] == report["mlflowVersion"], (live["status"], report)
+        installed = real.kubectl("exec", "-n", real.namespace, pod["metadata"]["name"], "-c", "mlflow", "--", "python3",
+                                 "-c", "from importlib.metadata import version; print(version('mlflow'))").stdout.strip()
+        assert report["mlflowVersion"] == installed and report["databases"][0]["schema"]["state"] == "current"
+        assert real.postgres.password not in message
 
 
 def _mariadb_counters(mysql) -> dict[str, int]:
