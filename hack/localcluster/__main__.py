@@ -186,7 +186,10 @@ def cmd_build(args: argparse.Namespace) -> int:
                 from . import ingress_controller
 
                 todo += ingress_controller.missing()
-                ingress_controller.ensure()
+                try:
+                    ingress_controller.ensure()
+                except build.BuildError as exc:  # only the ingress tests need it: they fail with this
+                    _err(f"NOTE: Traefik did not build: {exc}")
     except build.BuildError as exc:
         _err(f"FAILED: {exc}")
         return 1
