@@ -36,6 +36,12 @@ from mlflow_entrypoint import asgi
 CASES = json.loads(sys.argv[1])
 
 
+def find_shortcut(app):  # the Shortcut inside create_app's layers (readiness, limits, auth), or the app
+    while not isinstance(app, asgi.Shortcut) and hasattr(app, "app"):
+        app = app.app
+    return app
+
+
 async def call(app, case):
     body = json.dumps(case["json"]).encode() if "json" in case else b""
     named = {"host": "localhost:5000", **{k.lower(): v for k, v in case.get("headers", {}).items()}}
@@ -73,7 +79,7 @@ async def call(app, case):
 
 
 async def main():
-    shortcut = asgi.create_app()
+    shortcut = find_shortcut(asgi.create_app())
     result = {"active": isinstance(shortcut, asgi.Shortcut), "cases": []}
     mlflow_app = shortcut.app if result["active"] else shortcut
     taken = {"n": 0}
@@ -279,7 +285,13 @@ from starlette.routing import Match
 from mlflow.server import app as flask_app
 from mlflow_entrypoint import asgi
 
-shortcut = asgi.create_app()
+
+def find_shortcut(app):  # the Shortcut inside create_app's layers (readiness, limits, auth), or the app
+    while not isinstance(app, asgi.Shortcut) and hasattr(app, "app"):
+        app = app.app
+    return app
+
+shortcut = find_shortcut(asgi.create_app())
 assert isinstance(shortcut, asgi.Shortcut), "the shortcut is off"
 rules = []
 for rule in flask_app.url_map.iter_rules():
