@@ -229,3 +229,19 @@ def test_a_database_class_points_each_server_at_its_secret_and_the_auth_database
     assert ts.spec.backend_store.uri.secret_key_ref.name == "team-database"
     assert ts.spec.auth.database_uri.secret_key_ref.key == "auth-uri"
     assert ts.spec.replicas == 2  # several replicas: both databases are shared ones
+
+
+def test_mysql_names_fit_its_limits_and_stay_apart():
+    from mlflow_operator.controller.provisioning import mysql
+
+    user, db, auth = mysql.names("n" * 63, "a" * 40, auth=True)
+    assert len(user.encode()) <= 32 and len(db.encode()) <= 64 and len(auth.encode()) <= 64
+    assert len(mysql._grant_pattern(db)) <= 64 and len(mysql._grant_pattern(auth)) <= 64  # MariaDB checks the pattern
+    assert len({user, db, auth}) == 3 and mysql.names("n" * 63, "a" * 40, auth=True) == (user, db, auth)  # stable
+    assert mysql.names("team-a", "b-c", False)[:2] != mysql.names("team-a-b", "c", False)[:2]
+    assert mysql.names("n" * 63, "a" * 40, False)[0] != mysql.names("n" * 63, "a" * 39 + "b", False)[0]
+    assert all(c.isalnum() or c == "_" for c in user + db)
+    assert mysql._grant_pattern("mlflow_a_b") == r"mlflow\_a\_b"  # '_' is a wildcard in a GRANT
+    assert mysql.check_admin_uri("postgresql://admin:x@db/postgres").startswith("the admin URI must start with mysql://")
+    assert mysql.check_admin_uri("mysql://admin:x@db:3306/") is None
+    assert mysql.uri("u", "p/w", "db", 3306, "d") == "mysql://u:p%2Fw@db:3306/d"

@@ -174,15 +174,18 @@ class AdminUriRef(ApiModel):
 class ClassDatabase(ApiModel):
     """A shared database server on which the operator creates each server's database and role."""
 
-    engine: Literal["PostgreSQL"] = Field(
+    engine: Literal["PostgreSQL", "MySQL"] = Field(
         default="PostgreSQL",
         description="PostgreSQL: per server a database and a role that owns it and nothing else "
-        "(CONNECT revoked from PUBLIC), plus a second database for basic-auth when auth is on.",
+        "(CONNECT revoked from PUBLIC). MySQL (MariaDB too): per server a database and a user with "
+        "every privilege on it and none elsewhere. Either way a second database for basic-auth when "
+        "auth is on.",
     )
     admin_secret_ref: AdminUriRef = Field(
-        description="The admin URI (postgresql://admin:password@host:5432/postgres) of a role that "
-        "may create roles and databases, in a Secret in the operator's namespace. The host is the "
-        "one the teams' pods reach too.",
+        description="The admin URI of an account that may create roles (users) and databases, in a "
+        "Secret in the operator's namespace: postgresql://admin:password@host:5432/postgres, or "
+        "mysql://admin:password@host:3306/ (an account with CREATE USER and GRANT OPTION). The host "
+        "is the one the teams' pods reach too.",
     )
 
 

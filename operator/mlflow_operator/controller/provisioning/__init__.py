@@ -1,12 +1,12 @@
-"""What a TrackingServerClass provisions for each of its servers outside the spec: today, its
-database and role on the class's shared PostgreSQL (postgres.py).
+"""What a TrackingServerClass provisions for each of its servers outside the spec: its database
+and role (user) on the class's shared PostgreSQL (postgres.py) or MySQL/MariaDB (mysql.py).
 
-The team's URI Secret (<name>-database) is the record: while it exists nothing is done (no
+The team's Secret (<name>-database) is the record: while it exists nothing is done (no
 connection, no request: it is read from the watch cache), so a converged server costs nothing and
-a password is never rotated by a reconcile. Without it, the role's password is (re)set, the
-databases are created if missing, and the Secret is written once. Under retentionPolicy Retain the
-Secret, the databases and the role outlive the TrackingServer, and a server of the same name
-re-attaches to them.
+a password is never rotated by a reconcile. Without it, the role's (user's) password is (re)set,
+what is missing is created, and the Secret is written once. Under retentionPolicy Retain the
+Secret, the databases and the role (user) outlive the TrackingServer, and a server of the same
+name re-attaches to them.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import base64
 import os
 import secrets as random
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from ...api import TrackingServer, TrackingServerClass
 from ...constants import RETENTION_ANNOTATION
@@ -21,7 +22,7 @@ from ...render import naming
 from ...render.classes import database_secret_name
 from .. import kube
 from ..conditions import Condition
-from . import postgres
+from . import mysql, postgres
 
 DATABASE_PROVISIONED = "DatabaseProvisioned"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -43,49 +44,49 @@ def operator_namespace() -> str:
         return "mlflow-operator-system"
 
 
-def names(ts: TrackingServer) -> tuple[str, str, str | None]:
-    role = postgres.identifier(ts.namespace, ts.name)
-    auth = postgres.identifier(ts.namespace, ts.name, "auth") if ts.spec.auth.type == "Basic" else None
-    return role, role, auth
+ENGINES = {"PostgreSQL": postgres, "MySQL": mysql}  # MySQL: MariaDB too
+ENGINE_WORDS = {"PostgreSQL": ("PostgreSQL", "role"), "MySQL": ("MySQL", "user")}
 
 
-def ensure_database(ts: TrackingServer, cls: TrackingServerClass) -> tuple[Condition, str]:
-    """The server's database exists and its Secret is in the team's namespace; raises
-    ProvisioningBlocked with the reason (never a password) when it cannot be done now."""
-    database = cls.spec.database
-    secret_name = database_secret_name(ts.name)
-    existing = kube.get("v1", "Secret", ts.namespace, secret_name)
-    role, db, auth_db = names(ts)
-    if existing is not None:
-        keys = set((existing.get("data") or {}))
-        if auth_db is None or "auth-uri" in keys:
-            summary = existing["metadata"].get("annotations", {}).get(SUMMARY_ANNOTATION, f"database {db}, role {role}")
-            return Condition(DATABASE_PROVISIONED, True, "Provisioned", summary), summary
-    admin = kube.read("v1", "Secret", operator_namespace(), database.admin_secret_ref.name)
-    raw = ((admin or {}).get("data") or {}).get(database.admin_secret_ref.key)
-    if raw is None:
-        where = f"Secret {database.admin_secret_ref.name} in namespace {operator_namespace()}"
-        problem = "not found" if admin is None else f"has no key {database.admin_secret_ref.key}"
-        raise ProvisioningBlocked(Condition(DATABASE_PROVISIONED, False, "AdminSecretNotFound",
-                                            f"the admin URI of TrackingServerClass {cls.name}: {where} {problem}"))
-    admin_uri = base64.b64decode(raw).decode()
-    host, port = postgres.admin_target(admin_uri)
-    password = random.token_urlsafe(24)
-    databases = [db] + ([auth_db] if auth_db else [])
-    try:
-        postgres.provision(admin_uri, role, databases, password)
-    except Exception as exc:  # noqa: BLE001 - the driver's errors, the server down: the reason, no password
-        raise ProvisioningBlocked(Condition(
-            DATABASE_PROVISIONED, False, "ProvisioningFailed",
-            f"{host}:{port}: {postgres.redact(str(exc).strip(), password, admin_uri)}")) from None
-    done = postgres.Provisioned(role, db, auth_db, host, port, password)
-    data = {"uri": done.uri(db)}
-    if auth_db:
-        data["auth-uri"] = done.uri(auth_db)
-    summary = done.summary()
+def engine_of(cls: TrackingServerClass):
+    return ENGINES[cls.spec.database.engine]
+
+
+def names(ts: TrackingServer, cls: TrackingServerClass) -> tuple[str, str, str | None]:
+    """(role or user, database, auth database or None) of this server on its class's engine."""
+    return engine_of(cls).names(ts.namespace, ts.name, ts.spec.auth.type == "Basic")
+
+
+def describe(engine: str, user: str, database: str, auth_database: str | None, host: str, port: int) -> str:
+    product, account = ENGINE_WORDS[engine]
+    extra = f" and {auth_database} (auth)" if auth_database else ""
+    return f"{product} database {database}{extra}, owned by {account} {user}, on {host}:{port}"
+
+
+def admin_password(admin_uri: str) -> str:
+    return unquote(urlsplit(admin_uri).password or "")
+
+
+def read_admin_secret(cls: TrackingServerClass, name: str, keys: list[str], condition_type: str) -> list[str]:
+    """The admin Secret's values from the operator's namespace; ProvisioningBlocked naming what
+    is missing (never a value)."""
+    admin = kube.read("v1", "Secret", operator_namespace(), name)
+    data = (admin or {}).get("data") or {}
+    missing = [k for k in keys if k not in data]
+    if admin is None or missing:
+        problem = "not found" if admin is None else f"has no key {', '.join(missing)}"
+        raise ProvisioningBlocked(Condition(condition_type, False, "AdminSecretNotFound",
+                                            f"the admin credentials of TrackingServerClass {cls.name}: Secret {name} "
+                                            f"in namespace {operator_namespace()} {problem}"))
+    return [base64.b64decode(data[k]).decode().strip() for k in keys]
+
+
+def write_team_secret(ts: TrackingServer, name: str, data: dict[str, str], summary: str, existing: dict | None) -> None:
+    """The team's Secret, owned by the server only under retentionPolicy Delete (ownership.py
+    keeps that true when the policy changes)."""
     manifest = {
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": naming.object_meta(ts, secret_name, naming.TRACKING, owned=ts.spec.retention_policy == "Delete",
+        "metadata": naming.object_meta(ts, name, naming.TRACKING, owned=ts.spec.retention_policy == "Delete",
                                        annotations={RETENTION_ANNOTATION: ts.spec.retention_policy, SUMMARY_ANNOTATION: summary}),
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
@@ -94,6 +95,42 @@ def ensure_database(ts: TrackingServer, cls: TrackingServerClass) -> tuple[Condi
         kube.create(manifest)
     else:  # auth turned on later: the Secret gains auth-uri (the role's password was just set anew)
         kube.apply(manifest)
+
+
+def ensure_database(ts: TrackingServer, cls: TrackingServerClass) -> tuple[Condition, str]:
+    """The server's database exists and its Secret is in the team's namespace; raises
+    ProvisioningBlocked with the reason (never a password) when it cannot be done now."""
+    database = cls.spec.database
+    secret_name = database_secret_name(ts.name)
+    existing = kube.get("v1", "Secret", ts.namespace, secret_name)
+    engine = engine_of(cls)
+    role, db, auth_db = names(ts, cls)
+    if existing is not None:
+        keys = set((existing.get("data") or {}))
+        if auth_db is None or "auth-uri" in keys:
+            summary = existing["metadata"].get("annotations", {}).get(SUMMARY_ANNOTATION, f"database {db}, role {role}")
+            return Condition(DATABASE_PROVISIONED, True, "Provisioned", summary), summary
+    admin_uri, = read_admin_secret(cls, database.admin_secret_ref.name, [database.admin_secret_ref.key], DATABASE_PROVISIONED)
+    wrong = engine.check_admin_uri(admin_uri)
+    if wrong:
+        raise ProvisioningBlocked(Condition(
+            DATABASE_PROVISIONED, False, "AdminSecretInvalid",
+            f"the admin URI of TrackingServerClass {cls.name} (Secret {database.admin_secret_ref.name}, key "
+            f"{database.admin_secret_ref.key}, engine {database.engine}): {wrong}"))
+    host, port = engine.admin_target(admin_uri)
+    password = random.token_urlsafe(24)
+    databases = [db] + ([auth_db] if auth_db else [])
+    try:
+        engine.provision(admin_uri, role, databases, password)
+    except Exception as exc:  # noqa: BLE001 - the driver's errors, the server down: the reason, no password
+        raise ProvisioningBlocked(Condition(
+            DATABASE_PROVISIONED, False, "ProvisioningFailed",
+            f"{host}:{port}: {postgres.redact(str(exc).strip(), password, admin_uri, admin_password(admin_uri))}")) from None
+    data = {"uri": engine.uri(role, password, host, port, db)}
+    if auth_db:
+        data["auth-uri"] = engine.uri(role, password, host, port, auth_db)
+    summary = describe(database.engine, role, db, auth_db, host, port)
+    write_team_secret(ts, secret_name, data, summary, existing)
     return Condition(DATABASE_PROVISIONED, True, "Provisioned", summary), summary
 
 

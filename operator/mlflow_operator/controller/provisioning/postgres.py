@@ -8,37 +8,41 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 DIGEST = 8
 
 
-def identifier(namespace: str, name: str, suffix: str = "") -> str:
-    """mlflow_<namespace>_<name>[_suffix]_<digest>, lower case, [a-z0-9_] only, at most 63 bytes."""
+def identifier(namespace: str, name: str, suffix: str = "", max_length: int = MAX_IDENTIFIER) -> str:
+    """mlflow_<namespace>_<name>[_suffix]_<digest>, lower case, [a-z0-9_] only, at most
+    `max_length` bytes (PostgreSQL's 63 by default; MySQL's are in mysql.py)."""
     digest = hashlib.sha256(f"{namespace}/{name}{suffix}".encode()).hexdigest()[:DIGEST]
     readable = re.sub(r"[^a-z0-9]+", "_", f"{namespace}_{name}".lower()).strip("_")
     tail = (f"_{suffix}" if suffix else "") + f"_{digest}"
     head = "mlflow_"
-    return head + readable[: MAX_IDENTIFIER - len(head) - len(tail)].rstrip("_") + tail
+    return head + readable[: max_length - len(head) - len(tail)].rstrip("_") + tail
 
 
-@dataclass(frozen=True)
-class Provisioned:
-    role: str
-    database: str
-    auth_database: str | None
-    host: str
-    port: int
-    password: str
+def names(namespace: str, name: str, auth: bool) -> tuple[str, str, str | None]:
+    """(role, database, auth database or None): the role and its database share a name."""
+    role = identifier(namespace, name)
+    return role, role, identifier(namespace, name, "auth") if auth else None
 
-    def uri(self, database: str) -> str:
-        return f"postgresql://{quote(self.role, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}/{database}"
 
-    def summary(self) -> str:
-        extra = f" and {self.auth_database} (auth)" if self.auth_database else ""
-        return f"PostgreSQL database {self.database}{extra}, owned by role {self.role}, on {self.host}:{self.port}"
+SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+
+
+def check_admin_uri(admin_uri: str) -> str | None:
+    """What is wrong with the admin URI's form (never quoting it), or None."""
+    parts = urlsplit(admin_uri)
+    if parts.scheme not in SCHEMES:
+        return f"the admin URI must start with postgresql://, not {parts.scheme or '(no scheme)'}://"
+    return None
+
+
+def uri(role: str, password: str, host: str, port: int, database: str) -> str:
+    return f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}@{host}:{port}/{database}"
 
 
 def redact(text: str, *secrets: str) -> str:
@@ -77,3 +81,4 @@ def provision(admin_uri: str, role: str, databases: list[str], password: str, ti
                 cur.execute(sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(role)))
     finally:
         conn.close()
+
