@@ -158,7 +158,9 @@ def kubectl_create(cluster, objects: list[dict]) -> None:
 def measure(n: int, args) -> Row:
     row = Row(n=n, namespaces=max(1, n // 10))
     work = Path(tempfile.mkdtemp(prefix=f"bench-operator-{n}-"))
-    cluster = start()
+    # A node runs at most 110 pods (the kubelet's default, which kwok's fake nodes copy): one fake
+    # node per hundred servers and one spare, as a cluster of that size would have.
+    cluster = start(fake_nodes=tuple(f"kwok-node-{i}" for i in range(n // 100 + 1)))
     provisioner = None
     ops = []
     try:
