@@ -51,7 +51,9 @@ def test_a_team_of_the_on_premises_class_gets_its_prefix_on_minio(tmp_path):
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MLFLOW_OPERATOR_ARTIFACTS_DESTINATION"]["value"] == "s3://mlflow/team-fraud/mlflow"
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio.storage.svc:9000"
+    # The keys and URIs the operator provisions: <name>-s3 and <name>-database, for the server mlflow.
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-s3", "key": "access-key-id"}
+    assert env["MLFLOW_OPERATOR_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-database", "key": "uri"}
     ingress = next(m for m in manifests if m["kind"] == "Ingress")
     assert ingress["spec"]["rules"][0]["host"] == "mlflow-team-fraud.mlflow.corp.example"
 

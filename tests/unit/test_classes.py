@@ -245,3 +245,28 @@ def test_mysql_names_fit_its_limits_and_stay_apart():
     assert mysql.check_admin_uri("postgresql://admin:x@db/postgres").startswith("the admin URI must start with mysql://")
     assert mysql.check_admin_uri("mysql://admin:x@db:3306/") is None
     assert mysql.uri("u", "p/w", "db", 3306, "d") == "mysql://u:p%2Fw@db:3306/d"
+
+
+def test_minio_names_and_the_policy_allow_the_prefix_only():
+    from mlflow_operator.controller.provisioning import minio
+
+    user, policy_name = minio.names("team-a", "mlflow")
+    assert len(user) <= 20 and user == minio.names("team-a", "mlflow")[0] != minio.names("team-a-mlflow", "x")[0]
+    assert policy_name.startswith("mlflow-team-a-mlflow-") and len(minio.names("n" * 63, "a" * 40)[1]) <= 128
+    where = minio.place("s3://ml-artifacts/team-a/mlflow")
+    assert (where.bucket, where.prefix, where.uri) == ("ml-artifacts", "team-a/mlflow", "s3://ml-artifacts/team-a/mlflow/")
+    statements = minio.policy(where)["Statement"]
+    assert statements[0]["Resource"] == ["arn:aws:s3:::ml-artifacts/team-a/mlflow/*"]  # "/*": not team-a/mlflow-2
+    assert statements[1]["Condition"]["StringLike"]["s3:prefix"] == ["team-a/mlflow", "team-a/mlflow/*"]
+
+
+def test_a_minio_class_gives_each_server_its_keys_secret_and_needs_s3():
+    cls = {"artifacts": {"destinationTemplate": "s3://ml-artifacts/{namespace}/{name}",
+                         "minio": {"endpointUrl": "http://minio.storage.svc:9000/", "region": "us-east-1",
+                                   "adminSecretRef": {"name": "minio-admin"}}}}
+    _, ts = effective({}, cls)
+    s3 = ts.spec.artifacts.s3
+    assert s3.endpoint_url == "http://minio.storage.svc:9000" and s3.region == "us-east-1"
+    assert s3.access_key_id.secret_key_ref.name == "team-s3" and s3.secret_access_key.secret_key_ref.key == "secret-access-key"
+    with pytest.raises(InvalidTrackingServer, match="destinationTemplate must be s3://"):
+        klass({**cls, "artifacts": {**cls["artifacts"], "destinationTemplate": "gs://b/{namespace}/{name}"}})

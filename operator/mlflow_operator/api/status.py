@@ -76,6 +76,10 @@ class TrackingServerStatus(ApiModel):
         default=None,
         description="What the class provisioned: database, role and server (never a password).",
     )
+    artifacts: str | None = Field(
+        default=None,
+        description="What the class provisioned for artifacts: MinIO user, policy and prefix (never a key).",
+    )
     url: str | None = Field(
         default=None, description="Where clients reach the server (MLFLOW_TRACKING_URI)."
     )

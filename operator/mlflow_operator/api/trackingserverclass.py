@@ -98,6 +98,40 @@ AnnotationTemplates = checked(
 )
 
 
+class MinioAdminRef(ApiModel):
+    """A Secret in the operator's own namespace with MinIO's admin keys (teams cannot read it)."""
+
+    name: ObjectName = Field(
+        description="Name of the Secret, in the operator's namespace, with the keys access-key-id "
+        "and secret-access-key of a MinIO account that may add users and policies (admin:CreateUser, "
+        "admin:CreatePolicy, admin:AttachUserOrGroupPolicy; the root user can).",
+    )
+
+
+MINIO_ENDPOINT = r"^https?://[^/?#\s]+/?$"
+MinioEndpoint = checked(
+    str,
+    string_rule(
+        "minio-endpoint",
+        f"self.matches({cel_str(MINIO_ENDPOINT)})",
+        lambda v: matches(MINIO_ENDPOINT, v),
+        "must be http:// or https:// and a host, with no path, such as http://minio.storage.svc:9000",
+    ),
+    max_length=2048,
+)
+
+
+class ClassMinio(ApiModel):
+    """Per-server MinIO credentials, made through MinIO's admin API."""
+
+    endpoint_url: MinioEndpoint = Field(
+        description="MinIO's S3 endpoint, e.g. http://minio.storage.svc:9000: the servers' "
+        "artifacts.s3.endpointUrl, and where the operator calls MinIO's admin API.",
+    )
+    region: Optional[str] = Field(default=None, max_length=64, description="MinIO's region (artifacts.s3.region), e.g. us-east-1.")
+    admin_secret_ref: MinioAdminRef = Field(description="MinIO's admin keys, in the operator's namespace.")
+
+
 class ClassArtifacts(ApiModel):
     """Where each server of the class keeps its artifacts, and the identity it reaches them with."""
 
@@ -114,6 +148,24 @@ class ClassArtifacts(ApiModel):
         "iam.gke.io/gcp-service-account: mlflow-{name}@project.iam.gserviceaccount.com (GKE) or "
         "azure.workload.identity/client-id (with the pod label azure.workload.identity/use in "
         "defaults.podTemplate.labels).",
+    )
+    minio: Optional[ClassMinio] = Field(
+        default=None,
+        description="Give each server its own MinIO user, whose policy allows its destination's "
+        "prefix only (s3://bucket/<prefix>/...), made through MinIO's admin API. Its keys go once into "
+        "the Secret <name>-s3 (keys access-key-id, secret-access-key) in the team's namespace, which "
+        "artifacts.s3 then names; the destination template must be s3://.",
+    )
+
+    cel_rules: ClassVar = (
+        Rule(
+            "minio-s3",
+            "!has(self.minio) || self.destinationTemplate.startsWith('s3://')",
+            "minio gives each server S3 keys: destinationTemplate must be s3://bucket/..., such as "
+            "s3://ml-artifacts/{namespace}/{name}",
+            "destinationTemplate",
+            lambda a: a.minio is None or a.destination_template.startswith("s3://"),
+        ),
     )
 
 

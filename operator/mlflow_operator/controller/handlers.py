@@ -12,9 +12,11 @@ The shape of a controller-runtime controller:
   After a pass the key comes back after the resync period with jitter (so servers created at
   once do not stay in phase), sooner when the pass asks for it, with exponential backoff after a
   failure. At start-up the first passes are spread over a few seconds.
-- No finalizer: nothing has to run when a TrackingServer goes (garbage collection removes its
-  owned children), so deleting one, or its namespace, never waits for the operator. The finalizer
-  earlier versions put on every TrackingServer is taken off.
+- No finalizer, but for one case: nothing has to run when a TrackingServer goes (garbage
+  collection removes its owned children), so deleting one, or its namespace, never waits for the
+  operator. The exception is a server whose class provisioned a database or MinIO user under
+  retentionPolicy Delete: those live outside the cluster, and deprovision.py's finalizer drops them
+  first. The finalizer earlier versions put on every TrackingServer is taken off.
 Kopf's own bookkeeping would live in annotations with our prefix; with these handlers it keeps none.
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..constants import API_VERSION, CLASS_PLURAL, GROUP, OWNER_NAMESPACE_LABEL,
 from ..render import RenderContext
 from ..render.classes import class_name_for
 from . import kube, metrics
+from .deprovision import FINALIZER as DEPROVISION_FINALIZER
 from .reconcile import reconcile
 from .workqueue import WorkQueue
 
@@ -244,7 +247,9 @@ async def trackingserver_event(event: kopf.RawEvent, body: kopf.Body, name: str,
     state.bodies[key] = raw
     if LEGACY_FINALIZER in (raw["metadata"].get("finalizers") or []):
         await _drop_legacy_finalizer(raw, logger)
-    if state.generations.get(key) != raw["metadata"].get("generation"):
+    if raw["metadata"].get("deletionTimestamp") and DEPROVISION_FINALIZER in (raw["metadata"].get("finalizers") or []):
+        state.queue.add(key, DEBOUNCE_SECONDS)  # what its class provisioned is dropped before it goes
+    elif state.generations.get(key) != raw["metadata"].get("generation"):
         # A new generation, or a server this process has not reconciled yet. The first listing
         # after a start (event type None) is spread out, so a restart is no burst.
         listing = event["type"] is None

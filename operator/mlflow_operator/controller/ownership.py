@@ -17,7 +17,7 @@ from typing import Any
 from ..api import TrackingServer
 from ..constants import GROUP, KIND, OWNER_NAMESPACE_LABEL, OWNER_UID_ANNOTATION, RETENTION_ANNOTATION
 from ..render import naming
-from ..render.classes import database_secret_name
+from ..render.classes import artifacts_secret_name, database_secret_name
 from . import kube
 from .conditions import Condition
 
@@ -63,8 +63,9 @@ def data_children(ts: TrackingServer) -> list[tuple[str, str]]:
         ("PersistentVolumeClaim", naming.volume_claim_name(ts)),
         ("Secret", naming.admin_secret_name(ts)),
         ("Secret", naming.flask_secret_name(ts)),
-        # A class's provisioned database: its URIs go with the server only under Delete.
+        # A class's provisioned database: its URIs go with the server only under Delete...
         ("Secret", database_secret_name(ts.name)),
+        ("Secret", artifacts_secret_name(ts.name)),  # and its MinIO keys
     ]
 
 

@@ -34,8 +34,9 @@ from ..render.classes import apply_class, class_name_for
 from . import kube, metrics
 from .conditions import Condition, find, keep_only, merge_conditions
 from .dataplace import data_in_place
+from .deprovision import finalize, has_finalizer, set_finalizer, wants_finalizer
 from .migrations import MigrationGate, gate_migrations
-from .provisioning import DATABASE_PROVISIONED, ProvisioningBlocked, ensure_database
+from .provisioning import ARTIFACTS_PROVISIONED, DATABASE_PROVISIONED, ProvisioningBlocked, ensure_artifacts, ensure_database
 from .observe import NOT_POD_PROBLEMS, PODS_STARTING, observe
 from .ownership import delete_owned, reconcile_retention
 from .volumes import ensure_volume_claim
@@ -304,6 +305,12 @@ def reconcile(body: dict[str, Any], emit: EventFn,
     """One pass. Returns the status to write; raises only for unexpected API errors.
     `render_base` carries the operator's settings (default image, cluster domain); `classes` the
     TrackingServerClasses from the watch cache."""
+    if body["metadata"].get("deletionTimestamp") and has_finalizer(body):
+        # Deleted, and its class provisioned something under retentionPolicy Delete: drop it, then
+        # let the deletion finish (deprovision.py). Nothing is applied to a server going away.
+        class_name = class_name_for(body, [c for c in (classes or {}).values() if c is not None])
+        status, requeue = finalize(body, (classes or {}).get(class_name) if class_name else None, class_name, load, emit)
+        return PassResult(status=status, requeue_after=requeue)
     body, class_name, class_condition, held = with_class(body, classes or {})
     if held is not None:
         announce_transitions((body.get("status") or {}).get("conditions") or [], held.status["conditions"], emit)
@@ -311,7 +318,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
     ts = load(body)
     cls = (classes or {}).get(class_name) if class_name else None
     provisions = cls is not None and cls.spec.database is not None
-    provisioned = None
+    provisions_artifacts = cls is not None and cls.spec.artifacts is not None and cls.spec.artifacts.minio is not None
+    provisioned = provisioned_artifacts = None
     generation = body["metadata"].get("generation", 0)
     previous = (body.get("status") or {}).get("conditions") or []
     observed: list[Condition] = [class_condition] if class_condition else []
@@ -320,9 +328,18 @@ def reconcile(body: dict[str, Any], emit: EventFn,
     manifests: list[dict[str, Any]] = []
     secrets = SecretReader(ts.namespace)
     try:
+        if provisions or provisions_artifacts or has_finalizer(body):
+            # Before anything is provisioned: what is made under Delete is always dropped with the server.
+            set_finalizer(body, wants_finalizer(ts, cls))
         if provisions:
             try:
                 condition, provisioned = ensure_database(ts, cls)
+            except ProvisioningBlocked as blocked:
+                raise Blocked(blocked.condition) from None
+            observed.append(condition)
+        if provisions_artifacts:
+            try:
+                condition, provisioned_artifacts = ensure_artifacts(ts, cls)
             except ProvisioningBlocked as blocked:
                 raise Blocked(blocked.condition) from None
             observed.append(condition)
@@ -388,7 +405,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         requeue = min(requeue or NOT_READY_RECHECK_SECONDS, NOT_READY_RECHECK_SECONDS)
     conditions = keep_only(merge_conditions(previous, observed, generation),
                            producible_conditions(ts) | ({CLASS_APPLIED} if class_name else set())
-                           | ({DATABASE_PROVISIONED} if provisions else set()))
+                           | ({DATABASE_PROVISIONED} if provisions else set())
+                           | ({ARTIFACTS_PROVISIONED} if provisions_artifacts else set()))
     conditions = merge_conditions(conditions, [summarize(conditions)], generation)
     announce_transitions(previous, conditions, emit)
     status = {
@@ -403,6 +421,8 @@ def reconcile(body: dict[str, Any], emit: EventFn,
         status["className"] = class_name
     if provisioned:
         status["database"] = provisioned
+    if provisioned_artifacts:
+        status["artifacts"] = provisioned_artifacts
     return PassResult(status=status, requeue_after=requeue)
 
 
@@ -447,7 +467,7 @@ def summarize(conditions: list[dict[str, Any]]) -> Condition:
 
 
 WARN_WHEN_FALSE = ("Reconciled", "MigrationsApplied", "BackendReachable", "ArtifactStoreReachable", "DataInPlace",
-                   CLASS_APPLIED, DATABASE_PROVISIONED)
+                   CLASS_APPLIED, DATABASE_PROVISIONED, ARTIFACTS_PROVISIONED)
 
 
 def announce_transitions(previous: list[dict[str, Any]], current: list[dict[str, Any]], emit: EventFn) -> None:

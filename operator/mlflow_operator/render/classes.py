@@ -66,12 +66,26 @@ def database_secret_name(name: str) -> str:
     return f"{name}-database"
 
 
+def artifacts_secret_name(name: str) -> str:
+    """The Secret with a provisioned server's MinIO keys, in the team's namespace."""
+    return f"{name}-s3"
+
+
 def derived(cls: TrackingServerClass, namespace: str, name: str) -> dict[str, Any]:
     """What the class gives this one server: destination, identity, host."""
     out: dict[str, Any] = {}
     spec = cls.spec
     if spec.artifacts:
         out["artifacts"] = {"destination": fill(spec.artifacts.destination_template, namespace, name)}
+        minio = spec.artifacts.minio
+        if minio:
+            keys = artifacts_secret_name(name)
+            out["artifacts"]["s3"] = {
+                "endpointUrl": minio.endpoint_url.rstrip("/"),
+                **({"region": minio.region} if minio.region else {}),
+                "accessKeyId": {"secretKeyRef": {"name": keys, "key": "access-key-id"}},
+                "secretAccessKey": {"secretKeyRef": {"name": keys, "key": "secret-access-key"}},
+            }
         if spec.artifacts.service_account_annotations:
             out["serviceAccount"] = {"annotations": {
                 k: fill(v, namespace, name) for k, v in spec.artifacts.service_account_annotations.items()}}

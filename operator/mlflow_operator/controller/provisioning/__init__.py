@@ -1,11 +1,12 @@
 """What a TrackingServerClass provisions for each of its servers outside the spec: its database
-and role (user) on the class's shared PostgreSQL (postgres.py) or MySQL/MariaDB (mysql.py).
+and role (user) on the class's shared PostgreSQL (postgres.py) or MySQL/MariaDB (mysql.py), and
+its MinIO user and prefix policy (minio.py).
 
-The team's Secret (<name>-database) is the record: while it exists nothing is done (no
+The team's Secret (<name>-database, <name>-s3) is the record: while it exists nothing is done (no
 connection, no request: it is read from the watch cache), so a converged server costs nothing and
 a password is never rotated by a reconcile. Without it, the role's (user's) password is (re)set,
 what is missing is created, and the Secret is written once. Under retentionPolicy Retain the
-Secret, the databases and the role (user) outlive the TrackingServer, and a server of the same
+Secrets, databases, roles, users and objects outlive the TrackingServer, and a server of the same
 name re-attaches to them.
 """
 from __future__ import annotations
@@ -19,12 +20,14 @@ from urllib.parse import unquote, urlsplit
 from ...api import TrackingServer, TrackingServerClass
 from ...constants import RETENTION_ANNOTATION
 from ...render import naming
-from ...render.classes import database_secret_name
+from ...render.classes import artifacts_secret_name, database_secret_name, fill
 from .. import kube
 from ..conditions import Condition
-from . import mysql, postgres
+from . import minio, mysql, postgres
 
 DATABASE_PROVISIONED = "DatabaseProvisioned"
+ARTIFACTS_PROVISIONED = "ArtifactsProvisioned"
+DEPROVISIONED = "Deprovisioned"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -132,6 +135,76 @@ def ensure_database(ts: TrackingServer, cls: TrackingServerClass) -> tuple[Condi
     summary = describe(database.engine, role, db, auth_db, host, port)
     write_team_secret(ts, secret_name, data, summary, existing)
     return Condition(DATABASE_PROVISIONED, True, "Provisioned", summary), summary
+
+
+MINIO_ADMIN_KEYS = ["access-key-id", "secret-access-key"]
+
+
+def artifacts_place(ts: TrackingServer, cls: TrackingServerClass) -> minio.Place:
+    return minio.place(fill(cls.spec.artifacts.destination_template, ts.namespace, ts.name))
+
+
+def ensure_artifacts(ts: TrackingServer, cls: TrackingServerClass) -> tuple[Condition, str]:
+    """The server's MinIO user and prefix policy exist and its keys are in the team's namespace;
+    raises ProvisioningBlocked with the reason (never a key) when it cannot be done now."""
+    settings = cls.spec.artifacts.minio
+    secret_name = artifacts_secret_name(ts.name)
+    existing = kube.get("v1", "Secret", ts.namespace, secret_name)
+    user, policy_name = minio.names(ts.namespace, ts.name)
+    where = artifacts_place(ts, cls)
+    summary = f"MinIO user {user} with policy {policy_name} (objects under {where.uri} only) on {settings.endpoint_url}"
+    if existing is not None:
+        summary = existing["metadata"].get("annotations", {}).get(SUMMARY_ANNOTATION, summary)
+        return Condition(ARTIFACTS_PROVISIONED, True, "Provisioned", summary), summary
+    admin_keys = read_admin_secret(cls, settings.admin_secret_ref.name, MINIO_ADMIN_KEYS, ARTIFACTS_PROVISIONED)
+    secret_key = random.token_urlsafe(30)  # 40 characters, MinIO's usual secret key length
+    try:
+        minio.provision(settings.endpoint_url, tuple(admin_keys), settings.region, user, policy_name, where, secret_key)
+    except Exception as exc:  # noqa: BLE001 - MinIO's refusal, MinIO down: the reason, no key
+        raise ProvisioningBlocked(Condition(
+            ARTIFACTS_PROVISIONED, False, "ProvisioningFailed",
+            f"{settings.endpoint_url}: {postgres.redact(str(exc).strip(), secret_key, admin_keys[1])}")) from None
+    write_team_secret(ts, secret_name, {"access-key-id": user, "secret-access-key": secret_key}, summary, None)
+    return Condition(ARTIFACTS_PROVISIONED, True, "Provisioned", summary), summary
+
+
+def drop_provisioned(ts: TrackingServer, cls: TrackingServerClass) -> str:
+    """Drops the server's databases and role (user), and its MinIO user, policy and objects
+    (retentionPolicy Delete; the team's Secrets go by garbage collection, owned by the server).
+    Idempotent: what is gone already counts as dropped. Raises ProvisioningBlocked with the
+    reason (never a password). Returns what was dropped."""
+    done = []
+    if cls.spec.database:
+        database = cls.spec.database
+        engine = engine_of(cls)
+        admin_uri, = read_admin_secret(cls, database.admin_secret_ref.name, [database.admin_secret_ref.key], DEPROVISIONED)
+        wrong = engine.check_admin_uri(admin_uri)
+        if wrong:
+            raise ProvisioningBlocked(Condition(DEPROVISIONED, False, "AdminSecretInvalid",
+                                                f"the admin URI of TrackingServerClass {cls.name}: {wrong}"))
+        role, db, auth_db = engine.names(ts.namespace, ts.name, True)  # the auth database too, if it exists
+        host, port = engine.admin_target(admin_uri)
+        try:
+            engine.drop(admin_uri, role, [db, auth_db])
+        except Exception as exc:  # noqa: BLE001 - the driver's errors, the server down: the reason, no password
+            raise ProvisioningBlocked(Condition(
+                DEPROVISIONED, False, "DropFailed",
+                f"{host}:{port}: {postgres.redact(str(exc).strip(), admin_uri, admin_password(admin_uri))}")) from None
+        product, account = ENGINE_WORDS[database.engine]
+        done.append(f"{product} databases {db} and {auth_db} and {account} {role} on {host}:{port}")
+    if cls.spec.artifacts and cls.spec.artifacts.minio:
+        settings = cls.spec.artifacts.minio
+        admin_keys = read_admin_secret(cls, settings.admin_secret_ref.name, MINIO_ADMIN_KEYS, DEPROVISIONED)
+        user, policy_name = minio.names(ts.namespace, ts.name)
+        where = artifacts_place(ts, cls)
+        try:
+            count = minio.drop(settings.endpoint_url, tuple(admin_keys), settings.region, user, policy_name, where)
+        except Exception as exc:  # noqa: BLE001 - MinIO's refusal, MinIO down: the reason, no key
+            raise ProvisioningBlocked(Condition(
+                DEPROVISIONED, False, "DropFailed",
+                f"{settings.endpoint_url}: {postgres.redact(str(exc).strip(), admin_keys[1])}")) from None
+        done.append(f"MinIO user {user}, policy {policy_name} and {count} objects under {where.uri}")
+    return "; ".join(done)
 
 
 SUMMARY_ANNOTATION = "mlflow-operator.dev/provisioned"

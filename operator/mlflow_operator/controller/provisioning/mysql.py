@@ -82,3 +82,14 @@ def provision(admin_uri: str, user: str, databases: list[str], password: str, ti
     finally:
         conn.close()
 
+
+def drop(admin_uri: str, user: str, databases: list[str], timeout: int = 10) -> None:
+    """Drops the databases and the user (retentionPolicy Delete). Idempotent."""
+    conn = _connect(admin_uri, timeout)
+    try:
+        with conn.cursor() as cur:
+            for database in databases:
+                cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+            cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+    finally:
+        conn.close()

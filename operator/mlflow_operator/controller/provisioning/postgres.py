@@ -82,3 +82,20 @@ def provision(admin_uri: str, role: str, databases: list[str], password: str, ti
     finally:
         conn.close()
 
+
+def drop(admin_uri: str, role: str, databases: list[str], timeout: int = 10) -> None:
+    """Drops the databases and the role (retentionPolicy Delete): sessions still connected to a
+    database are ended first (the server's pods are gone, a straggler must not keep it). Idempotent."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(admin_uri, connect_timeout=timeout)
+    try:
+        conn.autocommit = True  # DROP DATABASE cannot run in a transaction
+        with conn.cursor() as cur:
+            for database in databases:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    finally:
+        conn.close()
