@@ -187,8 +187,9 @@ class Real:
     def apply(self, obj: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", input=json.dumps(obj))
 
-    def secret(self, name: str, data: dict[str, str]) -> None:
-        self.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": self.namespace},
+    def secret(self, name: str, data: dict[str, str], type_: str = "Opaque") -> None:
+        self.apply({"apiVersion": "v1", "kind": "Secret", "type": type_,
+                    "metadata": {"name": name, "namespace": self.namespace},
                     "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
 
     def secret_value(self, name: str, key: str) -> str:
@@ -202,11 +203,13 @@ class Real:
             self._services[name] = svc
         return self._services[name]
 
-    def database(self, name: str) -> str:
-        """A fresh PostgreSQL database, as a URI pods reach (postgres.<namespace>.svc:5432)."""
-        self._for_pods("postgres", self.postgres.port, 5432)
-        uri = self.postgres.create_database(f"node_{name}_{uuid.uuid4().hex[:8]}")
-        return uri.replace(f"@{self.postgres.host}:{self.postgres.port}/", f"@postgres.{self.namespace}.svc:5432/")
+    def database(self, name: str, server=None) -> str:
+        """A fresh PostgreSQL database, as a URI pods reach (postgres.<namespace>.svc:5432): on the
+        session's PostgreSQL, or on `server` (a test's own, e.g. one it stops)."""
+        pg = server or self.postgres
+        self._for_pods("postgres", pg.port, 5432)
+        uri = pg.create_database(f"node_{name}_{uuid.uuid4().hex[:8]}")
+        return uri.replace(f"@{pg.host}:{pg.port}/", f"@postgres.{self.namespace}.svc:5432/")
 
     def mysql_database(self, name: str) -> str:
         """A fresh MariaDB database, as the `mysql+pymysql://` URI pods reach (mysql.<namespace>.svc:3306)."""
@@ -257,6 +260,15 @@ class Real:
             return wait_for_conditions(self.cluster, self.namespace, name, timeout=timeout, Ready="True", **more)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.explain()}") from None
+
+    def wait_conditions(self, name: str, timeout: float = 180, **wanted: str) -> dict[str, Any]:
+        try:
+            return wait_for_conditions(self.cluster, self.namespace, name, timeout=timeout, **wanted)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.explain()}") from None
+
+    def get(self, name: str) -> dict[str, Any]:
+        return get_json(self.cluster, "trackingserver", name, "-n", self.namespace) or {}
 
     def pods(self, selector: str) -> list[dict[str, Any]]:
         return get_json(self.cluster, "pods", "-n", self.namespace, "-l", selector)["items"]
