@@ -73,6 +73,7 @@ test-node: setup system-deps build images
 crd: setup
 	$(VENV)/bin/mlflow-operator crd --output crds/
 	cp crds/trackingservers.mlflow-operator.dev.yaml crds/trackingserverclasses.mlflow-operator.dev.yaml charts/mlflow-operator/crds/
+	$(PY) -m mlflow_operator.admission charts/mlflow-operator/templates
 
 cluster-up:
 	hack/cluster up

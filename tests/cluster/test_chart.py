@@ -57,6 +57,13 @@ def test_namespaced_install_works_with_rolebindings_and_peering(cluster, namespa
     assert ("ClusterRoleBinding", None) in kinds  # only the cluster-wide discovery rules
     bindings = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ClusterRoleBinding"]
     assert [b["roleRef"]["name"] for b in bindings] == [f"{release}-cluster"]
+    # Secrets: the watched namespace's, and by name in the operator's own (the classes' admin
+    # Secrets); in no other namespace, and never listed in the operator's own.
+    account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{release}"
+    for verb, where, allowed in (("get", OPERATOR_NAMESPACE, "yes"), ("list", OPERATOR_NAMESPACE, "no"),
+                                 ("get", namespace, "yes"), ("get", "default", "no")):
+        answer = cluster.kubectl("auth", "can-i", verb, "secrets", "-n", where, "--as", account, check=False).stdout.strip()
+        assert answer == allowed, (verb, where, answer)
 
     op = start_operator(cluster, tmp_path, ("--namespace", namespace, "--peering", "mlflow-operator"), service_account=release)
     try:
@@ -68,6 +75,7 @@ def test_namespaced_install_works_with_rolebindings_and_peering(cluster, namespa
     finally:
         stop_operator(op)
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", "-l", f"app.kubernetes.io/instance={release}", check=False)
+        cluster.kubectl("delete", "rolebinding,role", "-n", OPERATOR_NAMESPACE, "-l", f"app.kubernetes.io/instance={release}", check=False)
         cluster.kubectl("delete", "serviceaccount", release, "-n", OPERATOR_NAMESPACE, check=False)
 
 
