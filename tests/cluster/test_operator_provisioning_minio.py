@@ -2,8 +2,8 @@
 operator runs as a host process and calls MinIO's admin API on loopback): each team's server gets
 its own MinIO user whose policy allows its own prefix only, its keys written once into the team's
 namespace; team A's keys write and read under team A's prefix and are refused by MinIO under team
-B's; a missing admin Secret, a MinIO that is down and wrong admin keys give a condition with the
-reason (never a key), and fixing them recovers; no key appears in status, events or the log."""
+B's; a missing admin Secret, a MinIO that is down, wrong admin keys and a bucket that does not
+exist give a condition with the reason (never a key), and fixing them recovers; no key appears in status, events or the log."""
 from __future__ import annotations
 
 import base64
@@ -85,8 +85,13 @@ def test_each_team_gets_a_minio_user_limited_to_its_prefix(cluster, operator, na
         condition(get_json(cluster, "trackingserver", "team", "-n", namespace), "ArtifactsProvisioned")), timeout=90)
     assert found["reason"] == "ProvisioningFailed" and "signature" in found["message"].lower(), found
     assert "not-the-secret-key" not in found["message"]
-    # Fixed: both teams converge, each with its own user.
+    # Right keys, but the class names a bucket that does not exist: said so, nothing made.
+    apply_object(cluster, minio_class(setup["class"], setup["admin"], bucket + "-missing", s3.endpoint, s3.region))
     apply_object(cluster, minio_admin_secret(setup["admin"], s3.access_key, s3.secret_key))
+    found = artifacts_condition(cluster, namespace, "BucketNotFound")
+    assert f"the bucket {bucket}-missing" in found["message"]
+    # Fixed: both teams converge, each with its own user.
+    apply_object(cluster, minio_class(setup["class"], setup["admin"], bucket, s3.endpoint, s3.region))
     apply_object(cluster, server(other, setup["class"]))
     for ns in (namespace, other):
         live = wait_for_conditions(cluster, ns, "team", timeout=180, op=operator, Ready="True", ArtifactsProvisioned="True")

@@ -160,6 +160,12 @@ def ensure_artifacts(ts: TrackingServer, cls: TrackingServerClass) -> tuple[Cond
     secret_key = random.token_urlsafe(30)  # 40 characters, MinIO's usual secret key length
     try:
         minio.provision(settings.endpoint_url, tuple(admin_keys), settings.region, user, policy_name, where, secret_key)
+    except minio.BucketMissing:
+        # Buckets are the platform's (versioning, lifecycle, quota): the operator makes users only.
+        raise ProvisioningBlocked(Condition(
+            ARTIFACTS_PROVISIONED, False, "BucketNotFound",
+            f"{settings.endpoint_url}: the bucket {where.bucket} of TrackingServerClass {cls.name}'s "
+            "destinationTemplate does not exist: create it (the operator makes users and policies, not buckets)")) from None
     except Exception as exc:  # noqa: BLE001 - MinIO's refusal, MinIO down: the reason, no key
         raise ProvisioningBlocked(Condition(
             ARTIFACTS_PROVISIONED, False, "ProvisioningFailed",

@@ -94,12 +94,18 @@ def _s3(endpoint_url: str, access_key: str, secret_key: str, region: str | None)
                  http_client=_http())
 
 
+class BucketMissing(Exception):
+    pass
+
+
 def provision(endpoint_url: str, admin_keys: tuple[str, str], region: str | None, user: str, policy_name: str,
               where: Place, secret_key: str) -> None:
     """The user exists with this secret key (a new one: the old Secret is lost when this runs) and
     the prefix's policy attached. Idempotent."""
     admin = _admin(endpoint_url, *admin_keys, region)
-    admin.policy_add(policy_name, policy=policy(where))
+    admin.policy_add(policy_name, policy=policy(where))  # first: wrong admin keys get MinIO's own words
+    if not _s3(endpoint_url, *admin_keys, region).bucket_exists(where.bucket):
+        raise BucketMissing(where.bucket)
     admin.user_add(user, secret_key)
     try:
         admin.attach_policy([policy_name], user=user)
