@@ -46,6 +46,7 @@ test-e2e: setup system-deps build
 build:
 	hack/cluster build --node
 	PYTHONPATH=hack python3 -m devtools build
+	PYTHONPATH=hack python3 -m testservices.gobinaries
 
 # The operator and server images from their Dockerfiles (buildah, or Docker where it answers), as
 # OCI archives in ~/.cache/mlflow-operator/images; rebuilt only when a Dockerfile or what it copies

@@ -64,3 +64,10 @@ OWNER_UID_ANNOTATION = f"{PREFIX}owner-uid"
 # Built into every cluster: create on tokenreviews and subjectaccessreviews, nothing more.
 TOKEN_REVIEWER_CLUSTER_ROLE = "system:auth-delegator"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+# OIDC sign-in (auth.type OIDC): an oauth2-proxy sidecar takes the pod's API port, and the server
+# listens on the pod's loopback only, so no request reaches MLflow without passing the proxy.
+OAUTH2_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6"
+SERVER_LOOPBACK_PORT = 5001
+# oauth2-proxy's own liveness endpoint (answered by the proxy, not passed to the server).
+OAUTH2_PROXY_PING_PATH = "/ping"

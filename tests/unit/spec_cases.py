@@ -9,12 +9,19 @@ from .helpers import AUTH_DB, DATABASE, DB, make
 S3 = "s3://bucket/mlflow"
 INGRESS = {"className": "nginx", "hosts": ["mlflow.example.com"]}
 GATEWAY = {"parentRefs": [{"name": "gw"}]}
+OIDC = {"issuerUrl": "https://dex.example.com", "clientId": "mlflow",
+        "clientSecret": {"secretKeyRef": {"name": "oidc", "key": "secret"}}}
 
 # name -> spec; each is valid.
 VALID_SPECS: dict[str, dict[str, Any]] = {
     "empty": {},
     "sqlite-basic-auth": {"auth": {"type": "Basic"}},
     "kubernetes-auth": {"auth": {"type": "Kubernetes"}},
+    "oidc-auth": {"auth": {"type": "OIDC", "oidc": OIDC}},
+    "oidc-auth-replicas": {
+        "backendStore": DATABASE, "artifacts": {"destination": S3}, "replicas": 3,
+        "auth": {"type": "OIDC", "oidc": {**OIDC, "allowedGroups": ["ml"], "adminGroup": "ml-admins"}},
+    },
     "kubernetes-auth-audience": {
         "backendStore": DATABASE, "artifacts": {"destination": S3}, "replicas": 2,
         "auth": {"type": "Kubernetes", "kubernetes": {"audience": "https://mlflow.example.com"}},
@@ -152,6 +159,19 @@ RULE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "kubernetes-auth-artifacts-only": (
         {"artifacts": {"mode": "ArtifactsOnly", "destination": S3}, "auth": {"type": "Kubernetes"}},
         ["kubernetes-auth-tracking-only"],
+    ),
+    "oidc-without-settings": ({"auth": {"type": "OIDC"}}, ["oidc-needs-settings"]),
+    "oidc-settings-without-oidc": ({"auth": {"type": "Kubernetes", "oidc": OIDC}}, ["oidc-settings-need-oidc"]),
+    "oidc-auth-split": (
+        {"backendStore": DATABASE, "artifacts": {"mode": "Split", "destination": S3}, "auth": {"type": "OIDC", "oidc": OIDC}},
+        ["oidc-auth-tracking-only"],
+    ),
+    "oidc-auth-artifacts-only": (
+        {"artifacts": {"mode": "ArtifactsOnly", "destination": S3}, "auth": {"type": "OIDC", "oidc": OIDC}},
+        ["oidc-auth-tracking-only"],
+    ),
+    "oidc-scopes-without-openid": (
+        {"auth": {"type": "OIDC", "oidc": {**OIDC, "scopes": ["email"]}}}, ["oidc-scopes-openid"],
     ),
     "kubernetes-settings-without-kubernetes": (
         {"auth": {"type": "Basic", "kubernetes": {"audience": "x"}}}, ["kubernetes-settings-need-kubernetes"],

@@ -81,7 +81,8 @@ def test_every_pod_passes_the_restricted_pod_security_standard(name):
         assert pod["automountServiceAccountToken"] is False, where
         for c in pod.get("initContainers", []) + pod["containers"]:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
-            assert c["command"][0] == "mlflow-entrypoint"
+            # the image's entrypoint, or the OIDC sign-in sidecar's binary
+            assert c["command"][0] == ("/bin/oauth2-proxy" if c["name"] == "oauth2-proxy" else "mlflow-entrypoint")
 
 
 def test_restricted_checker_catches_violations():

@@ -52,6 +52,10 @@ def kubernetes_auth(spec: TrackingServerSpec) -> bool:
     return spec.auth.type == "Kubernetes"
 
 
+def oidc_auth(spec: TrackingServerSpec) -> bool:
+    return spec.auth.type == "OIDC"
+
+
 def sqlite_auth_db(spec: TrackingServerSpec) -> bool:
     return basic_auth(spec) and spec.auth.database_uri is None
 

@@ -216,6 +216,35 @@ SPEC_RULES: tuple[Rule, ...] = (
         lambda s: d.kubernetes_auth(s) or s.auth.kubernetes is None,
     ),
     Rule(
+        "oidc-needs-settings",
+        "self.auth.type != 'OIDC' || has(self.auth.oidc)",
+        "auth.type OIDC needs auth.oidc: the provider's issuerUrl, the clientId and the clientSecret",
+        "auth.oidc",
+        lambda s: not d.oidc_auth(s) or s.auth.oidc is not None,
+    ),
+    Rule(
+        "oidc-scopes-openid",
+        "!has(self.auth.oidc) || 'openid' in self.auth.oidc.scopes",
+        "auth.oidc.scopes must include openid: without it the provider issues no ID token",
+        "auth.oidc.scopes",
+        lambda s: s.auth.oidc is None or "openid" in s.auth.oidc.scopes,
+    ),
+    Rule(
+        "oidc-settings-need-oidc",
+        "self.auth.type == 'OIDC' || !has(self.auth.oidc)",
+        "auth.oidc is only used with auth.type OIDC",
+        "auth.oidc",
+        lambda s: d.oidc_auth(s) or s.auth.oidc is None,
+    ),
+    Rule(
+        "oidc-auth-tracking-only",
+        "self.auth.type != 'OIDC' || !(self.artifacts.mode in ['Split', 'ArtifactsOnly'])",
+        "auth.type OIDC needs artifacts.mode Proxied or Direct for now: the sign-in sidecar in "
+        "front of the artifacts pods of Split and ArtifactsOnly mode is not proven by tests yet",
+        "auth.type",
+        lambda s: not d.oidc_auth(s) or s.artifacts.mode not in ("Split", "ArtifactsOnly"),
+    ),
+    Rule(
         "one-exposure",
         "!(has(self.ingress) && has(self.gateway))",
         "ingress and gateway are mutually exclusive: expose the server through one of them",

@@ -418,17 +418,156 @@ class KubernetesAuth(ApiModel):
     )
 
 
+# The issuer of an OIDC provider: https only (tokens and the client secret cross it), no query or
+# fragment (the discovery document is at <issuer>/.well-known/openid-configuration).
+ISSUER_URL = r"^https://[^/?#\s]+(/[^?#\s]*)?$"
+IssuerUrl = checked(
+    str,
+    string_rule(
+        "issuer-url",
+        f"self.matches({cel_str(ISSUER_URL)})",
+        lambda v: matches(ISSUER_URL, v),
+        "must be the provider's https:// issuer URL without query or fragment, such as "
+        "https://dex.example.com or https://login.example.com/realms/ml",
+    ),
+    max_length=512,
+)
+# OAuth 2.0 client ids are visible ASCII (RFC 6749, appendix A.1).
+CLIENT_ID = r"^[!-~]{1,255}$"
+ClientId = checked(
+    str,
+    string_rule(
+        "client-id",
+        f"self.matches({cel_str(CLIENT_ID)})",
+        lambda v: matches(CLIENT_ID, v),
+        "must be the OAuth client id registered at the provider: visible ASCII, no spaces",
+    ),
+    max_length=255,
+)
+# A group name as a provider puts it in the groups claim; commas would split it in the proxy's
+# header to the server (X-Forwarded-Groups).
+GROUP_NAME = r"^[^,\s][^,]{0,254}$"
+GroupName = checked(
+    str,
+    string_rule(
+        "group-name",
+        f"self.matches({cel_str(GROUP_NAME)})",
+        lambda v: matches(GROUP_NAME, v),
+        "must be a group name as the provider's groups claim carries it, without commas and not "
+        "starting with a space, such as ml-team or /org/ml",
+    ),
+    max_length=255,
+)
+CLAIM_NAME = r"^[A-Za-z0-9_:.\-/]{1,128}$"
+ClaimName = checked(
+    str,
+    string_rule(
+        "claim-name",
+        f"self.matches({cel_str(CLAIM_NAME)})",
+        lambda v: matches(CLAIM_NAME, v),
+        "must be a claim name such as groups or roles",
+    ),
+    max_length=128,
+)
+REDIRECT_URL = r"^https?://[^/?#\s]+/oauth2/callback$"
+RedirectUrl = checked(
+    str,
+    string_rule(
+        "redirect-url",
+        f"self.matches({cel_str(REDIRECT_URL)})",
+        lambda v: matches(REDIRECT_URL, v),
+        "must be the server's own address followed by /oauth2/callback, such as "
+        "https://mlflow.team.example.com/oauth2/callback (register the same URL at the provider)",
+    ),
+    max_length=512,
+)
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the TrackingServer's namespace."""
+
+    name: ObjectName = Field(description="Name of the ConfigMap.")
+    key: SecretKey = Field(description="Key in the ConfigMap.")
+
+
+class OidcAuth(ApiModel):
+    """OpenID Connect sign-in through an oauth2-proxy sidecar in every server pod. The server
+    itself listens on the pod's loopback only, so every request (UI, API, artifacts) passes the
+    proxy: browsers sign in at the provider, clients send the provider's ID token as bearer token
+    (MLFLOW_TRACKING_TOKEN)."""
+
+    issuer_url: IssuerUrl = Field(
+        description="The provider's issuer URL (https). The proxy reads its discovery document "
+        "and keys at start-up, and checks every bearer token's issuer, signature and expiry."
+    )
+    client_id: ClientId = Field(
+        description="The OAuth client registered at the provider for this server. Bearer tokens "
+        "must be issued for it (audience), so a token for another application is refused."
+    )
+    client_secret: SecretValue = Field(
+        description="The client's secret, from a Secret (used only for the browser sign-in's code exchange)."
+    )
+    allowed_groups: Optional[list[GroupName]] = Field(
+        default=None,
+        max_length=64,
+        description="Only members of one of these groups (in the groups claim) may use the server; "
+        "anyone else who signs in gets 403. When left out, every user the provider signs in may.",
+    )
+    admin_group: Optional[GroupName] = Field(
+        default=None,
+        description="Members of this group may also delete (runs, experiments, models, tags, "
+        "artifacts: every DELETE and delete... request); other allowed users get 403 for those. "
+        "Its members need not be in allowedGroups. When left out, every allowed user may delete.",
+    )
+    scopes: list[ClaimName] = Field(
+        default_factory=lambda: ["openid", "email", "profile", "groups"],
+        min_length=1,
+        max_length=16,
+        description="Scopes the browser sign-in asks for; they must include openid, and whatever "
+        "makes the provider put the groups claim in the ID token (Dex: groups).",
+        json_schema_extra={"default": ["openid", "email", "profile", "groups"]},
+    )
+    groups_claim: ClaimName = Field(
+        default="groups",
+        description="The claim of the ID token that lists the user's groups.",
+    )
+    redirect_url: Optional[RedirectUrl] = Field(
+        default=None,
+        description="Where the provider sends browsers back after sign-in; register it at the "
+        "provider. Defaults to the first ingress or gateway host (https with TLS): "
+        "https://<host>/oauth2/callback; without one, the request's own host "
+        "(http://localhost:5000/oauth2/callback through kubectl port-forward).",
+    )
+    ca_config_map_ref: Optional[ConfigMapKeyRef] = Field(
+        default=None,
+        description="A ConfigMap key holding the PEM CA certificates that sign the provider's "
+        "TLS certificate, for a provider with a private CA (the image's system CAs otherwise).",
+    )
+    proxy_image: Optional[ImageReference] = Field(
+        default=None,
+        description="The oauth2-proxy image of the sidecar. Defaults to the pinned upstream "
+        "release, quay.io/oauth2-proxy/oauth2-proxy:v7.15.6; set a mirror's copy for an "
+        "air-gapped cluster.",
+    )
+
+
 class Auth(ApiModel):
     """Who may use the server."""
 
-    type: Literal["None", "Basic", "Kubernetes"] = Field(
+    type: Literal["None", "Basic", "Kubernetes", "OIDC"] = Field(
         default="None",
         description="None: no authentication (put the server behind your own proxy or VPN). "
         "Basic: MLflow's basic-auth app (`--app-name basic-auth`) with an admin user. "
         "Kubernetes: clients send a ServiceAccount token as bearer token (MLFLOW_TRACKING_TOKEN); "
         "the server checks it with a TokenReview and authorizes each request with a "
         "SubjectAccessReview on the subresource trackingservers/api of this TrackingServer "
-        "(reads: get, list; writes: create, update, delete), so a RoleBinding grants access.",
+        "(reads: get, list; writes: create, update, delete), so a RoleBinding grants access. "
+        "OIDC: sign-in through an OpenID Connect provider (auth.oidc) by an oauth2-proxy sidecar; "
+        "the server listens on the pod's loopback only.",
+    )
+    oidc: OidcAuth | None = Field(
+        default=None,
+        description="OIDC only (and required there): the provider, the client and who may sign in.",
     )
     kubernetes: KubernetesAuth | None = Field(
         default=None,

@@ -7,9 +7,9 @@ from typing import Any
 from ..api import TrackingServer
 from ..api import derived as d
 from ..api.spec import DEFAULT_RESOURCES
-from . import environment, kubeauth, naming
+from . import environment, kubeauth, naming, oidc
 from .context import RenderContext
-from .pod import TERMINATION_MESSAGE_PATH, container, pod_spec, pod_template, server_container, volume_mounts, volumes
+from .pod import TERMINATION_MESSAGE_PATH, container, container_security_context, pod_spec, pod_template, server_container, volume_mounts, volumes
 from .storage import data_locations_annotation
 
 
@@ -63,7 +63,13 @@ def _deployment(
         # The server's own token, for its TokenReviews and SubjectAccessReviews (the check needs none).
         server["volumeMounts"].append(kubeauth.api_access_mount())
         pod_volumes.append(kubeauth.api_access_volume())
-    pod = pod_spec(ts, [server], init, pod_volumes)
+    containers = [server]
+    if d.oidc_auth(ts.spec):
+        containers.append(oidc.proxy_container(ts, container_security_context()))
+        ca = oidc.ca_volume(ts)
+        if ca:
+            pod_volumes.append(ca)
+    pod = pod_spec(ts, containers, init, pod_volumes)
     spec: dict[str, Any] = {}
     if replicas is not None:
         spec["replicas"] = replicas

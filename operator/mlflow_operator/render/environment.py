@@ -19,6 +19,7 @@ from ..constants import (
     HTTP_PORT,
     METRICS_PORT,
     SCRATCH_DIR,
+    SERVER_LOOPBACK_PORT,
 )
 from . import kubeauth, naming
 from .secrets import ADMIN_PASSWORD_KEY, ADMIN_USERNAME_KEY, FLASK_SECRET_KEY
@@ -130,6 +131,11 @@ def _auth_env(ts: TrackingServer) -> Env:
             value("MLFLOW_OPERATOR_KUBERNETES_NAMESPACE", ts.namespace),
             value("MLFLOW_OPERATOR_KUBERNETES_NAME", ts.name),
         ]
+    if d.oidc_auth(ts.spec):
+        env = [value("MLFLOW_OPERATOR_AUTH", "oidc")]
+        if ts.spec.auth.oidc.admin_group:
+            env.append(value("MLFLOW_OPERATOR_OIDC_ADMIN_GROUP", ts.spec.auth.oidc.admin_group))
+        return env
     if not d.basic_auth(ts.spec):
         return [value("MLFLOW_OPERATOR_AUTH", "none")]
     secret, user_key, password_key = _admin_secret(ts)
@@ -183,10 +189,12 @@ def byte_count(quantity: int | str) -> int:
 
 def _common_server_env(ts: TrackingServer, role: str) -> Env:
     spec = ts.spec
+    # Behind the OIDC sidecar the server listens on the pod's loopback only: nothing bypasses the proxy.
+    host, port = ("127.0.0.1", SERVER_LOOPBACK_PORT) if d.oidc_auth(spec) else ("0.0.0.0", HTTP_PORT)
     return [
         value("MLFLOW_OPERATOR_ROLE", role),
-        value("MLFLOW_OPERATOR_HOST", "0.0.0.0"),
-        value("MLFLOW_OPERATOR_PORT", str(HTTP_PORT)),
+        value("MLFLOW_OPERATOR_HOST", host),
+        value("MLFLOW_OPERATOR_PORT", str(port)),
         value("MLFLOW_OPERATOR_WORKERS", str(spec.workers)),
         value("MLFLOW_OPERATOR_SCRATCH_DIR", SCRATCH_DIR),
         value("MLFLOW_OPERATOR_KEEP_ALIVE_TIMEOUT", str(spec.http.keep_alive_timeout_seconds)),
@@ -204,6 +212,8 @@ def _network_env(ts: TrackingServer, cluster_domain: str) -> Env:
     if ts.spec.metrics.enabled:
         env.append(value("MLFLOW_OPERATOR_EXPOSE_PROMETHEUS", "true"))
         env.append(value("MLFLOW_OPERATOR_METRICS_PORT", str(METRICS_PORT)))
+        if d.oidc_auth(ts.spec):  # the API is on loopback; Prometheus scrapes the pod's IP
+            env.append(value("MLFLOW_OPERATOR_METRICS_HOST", "0.0.0.0"))
     return env
 
 

@@ -34,6 +34,10 @@ def admin_secret_name(ts: TrackingServer) -> str:
     return f"{ts.name}-admin"
 
 
+def oidc_secret_name(ts: TrackingServer) -> str:
+    return f"{ts.name}-oidc"
+
+
 def flask_secret_name(ts: TrackingServer) -> str:
     return f"{ts.name}-flask-secret-key"
 

@@ -89,9 +89,17 @@ def _probe(path: str = HEALTH_PATH, **timing: int) -> dict[str, Any]:
 
 def server_container(ts: TrackingServer, env: Env, resources: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
     result = container(ts, "mlflow", "serve", env, resources, mounts)
-    result["ports"] = [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}]
+    behind_proxy = ts.spec.auth.type == "OIDC"  # the sidecar has the API port (render/oidc.py)
+    result["ports"] = [] if behind_proxy else [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}]
     if ts.spec.metrics.enabled:
         result["ports"].append({"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"})
+    if not result["ports"]:
+        del result["ports"]
+    if behind_proxy:
+        from .oidc import server_probes
+
+        result.update(server_probes())
+        return result
     # Startup allows a slow first start (5 minutes); liveness only restarts a hung server. Readiness
     # asks the database too: a pod that cannot reach it leaves the Service, and the operator reads
     # it as the database not answering the pods (controller/stores.py).

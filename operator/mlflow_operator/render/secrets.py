@@ -1,4 +1,5 @@
-"""Secrets the operator generates: the Flask secret key and the basic-auth admin's password.
+"""Secrets the operator generates: the Flask secret key and the basic-auth admin's password, and
+the OIDC sidecar's cookie secret.
 
 They hold random values, so they are created once and never regenerated: the reconciler asks
 `required_generated_secrets` which ones this spec needs, calls `fresh_secret_values` ONLY for a
@@ -23,6 +24,7 @@ FLASK_SECRET_KEY = "secret-key"
 ADMIN_USERNAME_KEY = "username"
 ADMIN_PASSWORD_KEY = "password"
 ADMIN_USERNAME = "admin"
+OIDC_COOKIE_SECRET_KEY = "cookie-secret"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class GeneratedSecret:
 
 
 def required_generated_secrets(ts: TrackingServer) -> list[GeneratedSecret]:
+    if d.oidc_auth(ts.spec):
+        # The sign-in sidecar's cookie secret: every replica decrypts every other's sessions.
+        return [GeneratedSecret(naming.oidc_secret_name(ts), (OIDC_COOKIE_SECRET_KEY,), "oidc-cookie-secret")]
     if not d.basic_auth(ts.spec):
         return []
     # Every replica (and the artifacts pods) must sign sessions with the same key.
@@ -46,6 +51,9 @@ def required_generated_secrets(ts: TrackingServer) -> list[GeneratedSecret]:
 
 def fresh_secret_values(secret: GeneratedSecret) -> dict[str, str]:
     """New random values for a generated Secret. Call once, when the Secret does not exist."""
+    if secret.purpose == "oidc-cookie-secret":
+        # 32 random bytes, base64url with padding: oauth2-proxy decodes it to an AES-256 key.
+        return {OIDC_COOKIE_SECRET_KEY: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
     if secret.purpose == "admin":
         return {ADMIN_USERNAME_KEY: ADMIN_USERNAME, ADMIN_PASSWORD_KEY: secrets.token_urlsafe(24)}  # 32 chars
     return {FLASK_SECRET_KEY: secrets.token_urlsafe(32)}  # 43 chars

@@ -208,10 +208,12 @@ def wrap(app):
 
 
 def app_config(*, max_body_bytes: int = 0, shortcut: bool = True, hide_metrics: bool = False,
-               app: str = MLFLOW_APP, factory: bool = False, kubernetes_auth: dict | None = None) -> dict:
+               app: str = MLFLOW_APP, factory: bool = False, kubernetes_auth: dict | None = None,
+               oidc_admin_group: str | None = None) -> dict:
     """What ``create_app`` serves in the workers (passed as JSON in CONFIG_ENV)."""
     return {"app": app, "factory": factory, "max_body_bytes": max_body_bytes, "shortcut": shortcut,
-            "hide_metrics": hide_metrics, "kubernetes_auth": kubernetes_auth}
+            "hide_metrics": hide_metrics, "kubernetes_auth": kubernetes_auth,
+            "oidc_admin_group": oidc_admin_group}
 
 
 def create_app():
@@ -239,6 +241,10 @@ def create_app():
         from . import kubeauth
 
         app = kubeauth.wrap(app, config["kubernetes_auth"])  # before everything but the readiness probe
+    if config.get("oidc_admin_group"):
+        from .oidcgate import AdminGroupGate
+
+        app = AdminGroupGate(app, config["oidc_admin_group"])
     from .ready import Readiness  # outermost: the kubelet's probe carries no token and meets no limit
 
     return Readiness(app)

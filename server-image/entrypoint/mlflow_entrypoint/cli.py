@@ -79,6 +79,21 @@ def cmd_check(args) -> int:
     return 0 if report["ok"] else 3
 
 
+def cmd_probe(args) -> int:
+    """The kubelet's exec probe of a server that listens on loopback (behind the OIDC sidecar)."""
+    import os
+    import urllib.request
+
+    host = os.environ.get("MLFLOW_OPERATOR_HOST") or "127.0.0.1"
+    port = os.environ.get("MLFLOW_OPERATOR_PORT") or "5000"
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{args.path}", timeout=args.timeout) as answer:
+            return 0 if answer.status == 200 else 1
+    except Exception as e:
+        print(f"mlflow-entrypoint probe: {args.path}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlflow-entrypoint",
@@ -97,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--termination-message", metavar="PATH",
                        help="also write the result where the kubelet reads the termination message")
     check.set_defaults(fn=cmd_check)
+    probe = sub.add_parser("probe", help="GET a path of this container's server (exit 0 on 200): an exec probe")
+    probe.add_argument("path", nargs="?", default="/health")
+    probe.add_argument("--timeout", type=float, default=5.0)
+    probe.set_defaults(fn=cmd_probe)
     args = parser.parse_args(argv)
     setup_logging()
     try:

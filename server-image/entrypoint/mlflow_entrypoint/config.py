@@ -23,6 +23,8 @@ as a file path in ``<NAME>_FILE`` (a Secret mounted as a file); giving both is a
 | MLFLOW_FLASK_SERVER_SECRET_KEY | shared by all replicas; required with basic-auth |
 | MLFLOW_OPERATOR_EXPOSE_PROMETHEUS | ``true``: serve Prometheus metrics on the metrics port (never on the API port) |
 | MLFLOW_OPERATOR_METRICS_PORT | the metrics port (default 9090) |
+| MLFLOW_OPERATOR_METRICS_HOST | the metrics listener's address (default: MLFLOW_OPERATOR_HOST; 0.0.0.0 when the API listens on loopback behind the OIDC sidecar) |
+| MLFLOW_OPERATOR_OIDC_ADMIN_GROUP | AUTH=oidc: only this group (X-Forwarded-Groups from the sidecar) may delete |
 | MLFLOW_OPERATOR_MAX_UPLOAD_SIZE | largest request body, bytes or a binary quantity (512Mi, 5Gi); 413 above it; 0 or unset = unlimited |
 | MLFLOW_OPERATOR_SCRATCH_DIR | writable dir (default /tmp): cwd, generated config, metrics |
 | MLFLOW_OPERATOR_KEEP_ALIVE_TIMEOUT | uvicorn keep-alive seconds |
@@ -94,6 +96,8 @@ class Settings:
     kubernetes_audience: str | None = None
     kubernetes_namespace: str | None = None
     kubernetes_name: str | None = None
+    oidc_admin_group: str | None = None
+    metrics_host: str | None = None
     # `migrate` / `wait-for-backend` (loaded with for_serving=False) take the auth database whenever its URI
     # is given: the operator's migration Job and `migrate` init container pass the databases only, not AUTH.
     database_job: bool = False
@@ -263,6 +267,7 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     s.kubernetes_audience = get("KUBERNETES_AUDIENCE")
     s.kubernetes_namespace = get("KUBERNETES_NAMESPACE")
     s.kubernetes_name = get("KUBERNETES_NAME")
+    s.oidc_admin_group = get("OIDC_ADMIN_GROUP")
     s.admin_username = get("ADMIN_USERNAME")
     s.admin_password = get("ADMIN_PASSWORD")
     register_secret(s.admin_password)
@@ -278,6 +283,7 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
         register_secret(environ.get(var))
     s.expose_prometheus = _bool(PREFIX + "EXPOSE_PROMETHEUS", get("EXPOSE_PROMETHEUS"), False, problems)
     s.metrics_port = _int(PREFIX + "METRICS_PORT", get("METRICS_PORT"), s.metrics_port, problems, 1, 65535)
+    s.metrics_host = get("METRICS_HOST") or s.host
     if s.expose_prometheus and s.metrics_port == s.port:
         problems.append(
             f"{PREFIX}METRICS_PORT={s.metrics_port} is the API port: metrics need a port of their own"
@@ -302,8 +308,13 @@ def load(environ: dict[str, str] | None = None, for_serving: bool = True) -> Set
     # --- each value alone
     if s.role not in ("tracking", "artifacts"):
         problems.append(f"{PREFIX}ROLE={s.role!r}: expected tracking or artifacts")
-    if s.auth not in ("none", "basic", "kubernetes"):
-        problems.append(f"{PREFIX}AUTH={s.auth!r}: expected none, basic or kubernetes")
+    if s.auth not in ("none", "basic", "kubernetes", "oidc"):
+        problems.append(f"{PREFIX}AUTH={s.auth!r}: expected none, basic, kubernetes or oidc")
+    if s.auth == "oidc" and s.host not in ("127.0.0.1", "::1", "localhost"):
+        # The sidecar's sign-in is the only check: a server reachable on the pod's IP bypasses it.
+        problems.append(f"{PREFIX}AUTH=oidc needs {PREFIX}HOST=127.0.0.1 (behind the sign-in sidecar), not {s.host!r}")
+    if s.oidc_admin_group and s.auth != "oidc":
+        problems.append(f"{PREFIX}OIDC_ADMIN_GROUP is only used with {PREFIX}AUTH=oidc")
     if s.auth == "kubernetes":
         for name, val in (("KUBERNETES_AUDIENCE", s.kubernetes_audience), ("KUBERNETES_NAMESPACE", s.kubernetes_namespace),
                           ("KUBERNETES_NAME", s.kubernetes_name)):

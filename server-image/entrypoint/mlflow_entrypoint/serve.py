@@ -212,9 +212,9 @@ def serve(s: Settings) -> None:
     os.chdir(s.scratch_dir)
     keep_parent = env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "").lower() not in ("false", "0")
     run_mlflow_server(argv, env, server_env(s), keep_parent=keep_parent)
-    if s.auth == "kubernetes":
+    if s.auth == "kubernetes" or s.oidc_admin_group:
         raise SystemExit("refusing to start: MLflow cannot be run in-process, and the plain CLI would serve "
-                         "without the Kubernetes token check")
+                         "without the " + ("Kubernetes token check" if s.auth == "kubernetes" else "admin group's check"))
     log.warning("starting the plain mlflow CLI: no body limit, /metrics on the API port")
     sys.stdout.flush()
     sys.stderr.flush()
@@ -228,11 +228,12 @@ def server_env(s: Settings) -> dict[str, str]:
         kubernetes_auth = {"audience": s.kubernetes_audience, "namespace": s.kubernetes_namespace,
                            "name": s.kubernetes_name}
     config = asgi.app_config(max_body_bytes=s.max_upload_bytes, shortcut=s.asgi_shortcut,
-                             hide_metrics=s.expose_prometheus, kubernetes_auth=kubernetes_auth)
+                             hide_metrics=s.expose_prometheus, kubernetes_auth=kubernetes_auth,
+                             oidc_admin_group=s.oidc_admin_group if s.auth == "oidc" else None)
     env = {asgi.CONFIG_ENV: json.dumps(config)}
     if s.expose_prometheus:
         env[launch.METRICS_ENV] = json.dumps(
-            {"host": s.host, "port": s.metrics_port, "directory": str(s.scratch_dir / "metrics")}
+            {"host": s.metrics_host or s.host, "port": s.metrics_port, "directory": str(s.scratch_dir / "metrics")}
         )
     return env
 
