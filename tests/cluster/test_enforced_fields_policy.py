@@ -1,7 +1,8 @@
 """The chart's ValidatingAdmissionPolicy (every TrackingServerClass its parameter) on the real API
 server: a TrackingServer naming a class that enforces a field, and setting that field, is refused
 at `kubectl apply` with a message naming the field (the first such) and the class; leaving it out (or at its
-built-in default) passes; other classes' servers and servers without a class pass; an update that
+built-in default) passes; other classes' servers and servers without a class pass, until a class
+is marked the default: a new server without className then gets its enforcement; an update that
 leaves an earlier value as it was passes (the class may start enforcing after the server was
 made), one that changes it is refused."""
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from mlflow_operator.constants import DEFAULT_CLASS_ANNOTATION
 
 from tests.operator_fixtures import CHART, OPERATOR_NAMESPACE, apply_object, install_crds, wait_for
 
@@ -35,7 +38,7 @@ def policy(cluster, namespace):
     rendered = cluster.helm("template", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
                             "--show-only", "templates/enforced-fields-policy.yaml").stdout
     cluster.kubectl("apply", "-f", "-", input=rendered)
-    names = {"enforcing": f"enforcing-{namespace[-6:]}", "open": f"open-{namespace[-6:]}"}
+    names = {"enforcing": f"enforcing-{namespace[-6:]}", "open": f"open-{namespace[-6:]}", "default": f"default-{namespace[-6:]}"}
     yield names
     cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered, check=False)
     for name in names.values():
@@ -65,6 +68,16 @@ def test_enforced_fields_are_refused_by_the_api_server(cluster, namespace, polic
                    server(namespace, "team", {"image": "registry.example.com/mlflow:3.18.0"})):
         proc = dry_run(cluster, passes)
         assert proc.returncode == 0, (passes["spec"], proc.stderr)
+    # A new server without className gets the class marked the default: its enforced fields too.
+    default = klass(policy["default"], ["image"])
+    default["metadata"]["annotations"] = {DEFAULT_CLASS_ANNOTATION: "true"}
+    apply_object(cluster, default)
+    no_class = server(namespace, "team", {"image": "registry.example.com/mlflow:3.18.0"})
+    refused = wait_for("the default class's enforcement", lambda: (lambda p: p if p.returncode != 0 else None)(
+        dry_run(cluster, no_class)), timeout=60, interval=1)
+    assert f"spec.image is enforced by TrackingServerClass {policy['default']}" in refused.stderr, refused.stderr
+    assert dry_run(cluster, server(namespace, "team", {"workers": 4})).returncode == 0
+    cluster.kubectl("delete", "trackingserverclass", policy["default"])
     # Made under the open class, then the class starts enforcing image: unchanged passes, changed is refused.
     earlier = server(namespace, "earlier", {"className": policy["open"], "image": "registry.example.com/mlflow:3.18.0"})
     apply_object(cluster, earlier)
