@@ -91,7 +91,7 @@ def specs() -> dict[str, ImageSpec]:
     return {
         "operator": ImageSpec(
             "operator", REPO / "operator" / "Dockerfile", REPO,
-            (".dockerignore", "pyproject.toml", "README.md", "operator"), _chart_default_ref(),
+            (".dockerignore", "pyproject.toml", "operator"), _chart_default_ref(),
         ),
         "server": ImageSpec(
             "server", REPO / "server-image" / "Dockerfile", REPO / "server-image",
