@@ -1,12 +1,14 @@
 """A TrackingServerClass with `database` on the real control plane and a real PostgreSQL (the
 operator runs as a host process, so the admin URI is a loopback one): each team's server gets its
 own database and role; team A's credentials are refused by team B's database; the team namespaces
-hold no admin credentials; status names what was provisioned, never a password; a missing admin
+hold no admin credentials; status names what was provisioned, and no password appears in status,
+events or the operator's log; a missing admin
 Secret and a wrong admin password give a condition with the reason, and fixing them recovers; a
 server deleted under Retain and re-created re-attaches to its database, runs intact."""
 from __future__ import annotations
 
 import base64
+import json
 
 import psycopg2
 import pytest
@@ -80,8 +82,10 @@ def test_each_team_gets_its_own_database_and_cannot_reach_the_others(cluster, op
         for item in (get_json(cluster, "secrets", "-n", ns) or {}).get("items", []):
             for value in (item.get("data") or {}).values():
                 assert postgres.password not in base64.b64decode(value).decode(errors="replace")
-        status = str(get_json(cluster, "trackingserver", "team", "-n", ns)["status"])
-        assert postgres.password not in status and a.split(":")[2].split("@")[0] not in status
+        said = json.dumps([get_json(cluster, "trackingserver", "team", "-n", ns)["status"],
+                           get_json(cluster, "events", "-n", ns)["items"]])  # status and events
+        for password in (postgres.password, a.split(":")[2].split("@")[0], b.split(":")[2].split("@")[0]):
+            assert password not in said and password not in operator.log_path.read_text(errors="replace")
     # Deleted under Retain and re-created: the same database, the same Secret.
     cluster.kubectl("delete", "trackingserver", "team", "-n", namespace)
     wait_for("the server gone", lambda: get_json(cluster, "trackingserver", "team", "-n", namespace) is None)
