@@ -18,6 +18,10 @@ VALID_SPECS: dict[str, dict[str, Any]] = {
     "sqlite-basic-auth": {"auth": {"type": "Basic"}},
     "kubernetes-auth": {"auth": {"type": "Kubernetes"}},
     "oidc-auth": {"auth": {"type": "OIDC", "oidc": OIDC}},
+    "oidc-auth-split": {"backendStore": DATABASE, "artifacts": {"mode": "Split", "destination": S3},
+                        "auth": {"type": "OIDC", "oidc": OIDC}},
+    "oidc-auth-artifacts-only": {"artifacts": {"mode": "ArtifactsOnly", "destination": S3},
+                                 "auth": {"type": "OIDC", "oidc": OIDC}},
     "oidc-auth-replicas": {
         "backendStore": DATABASE, "artifacts": {"destination": S3}, "replicas": 3,
         "auth": {"type": "OIDC", "oidc": {**OIDC, "allowedGroups": ["ml"], "adminGroup": "ml-admins"}},
@@ -162,14 +166,6 @@ RULE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "oidc-without-settings": ({"auth": {"type": "OIDC"}}, ["oidc-needs-settings"]),
     "oidc-settings-without-oidc": ({"auth": {"type": "Kubernetes", "oidc": OIDC}}, ["oidc-settings-need-oidc"]),
-    "oidc-auth-split": (
-        {"backendStore": DATABASE, "artifacts": {"mode": "Split", "destination": S3}, "auth": {"type": "OIDC", "oidc": OIDC}},
-        ["oidc-auth-tracking-only"],
-    ),
-    "oidc-auth-artifacts-only": (
-        {"artifacts": {"mode": "ArtifactsOnly", "destination": S3}, "auth": {"type": "OIDC", "oidc": OIDC}},
-        ["oidc-auth-tracking-only"],
-    ),
     "oidc-scopes-without-openid": (
         {"auth": {"type": "OIDC", "oidc": {**OIDC, "scopes": ["email"]}}}, ["oidc-scopes-openid"],
     ),

@@ -110,3 +110,38 @@ def test_metrics_stay_scrapable_on_the_pod_ip():
 def test_the_request_log_leaves_out_the_uri_which_carries_the_authorization_code():
     [fmt] = [a for a in pod(render(ts()))["containers"][1]["args"] if a.startswith("--request-logging-format=")]
     assert "RequestURI" not in fmt
+
+
+def split(**oidc) -> dict:
+    return ts(oidc, backendStore={"type": "Database", "uri": {"secretKeyRef": {"name": "db", "key": "uri"}}},
+              artifacts={"mode": "Split", "destination": "s3://mlflow-artifacts/team"})
+
+
+def test_split_puts_the_sidecar_before_the_artifacts_pods_and_lets_the_tracking_pods_in_with_a_credential():
+    manifests = render(split(allowedGroups=["ml"]))
+    tracking_server, tracking_proxy = pod(manifests, "team")["containers"]
+    artifacts = pod(manifests, "team-artifacts")
+    artifacts_server, artifacts_proxy = artifacts["containers"]
+    assert env_of(artifacts_server)["MLFLOW_OPERATOR_HOST"] == "127.0.0.1"
+    assert artifacts_proxy["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
+    env = env_of(tracking_server)
+    assert env["MLFLOW_TRACKING_USERNAME"] == "mlflow-tracking-pods"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {"secretKeyRef": {"name": "team-oidc-internal", "key": "password"}}
+    assert "MLFLOW_TRACKING_PASSWORD" not in env_of(artifacts_server)
+    args = artifacts_proxy["args"]
+    assert "--htpasswd-file=/etc/mlflow-operator/oidc-internal/htpasswd" in args
+    assert "--allowed-group=mlflow-operator:tracking-pods" in args  # the credential's group, here only
+    assert not any("htpasswd" in a or "tracking-pods" in a for a in tracking_proxy["args"])
+    assert {"name": "oidc-internal", "secret": {"secretName": "team-oidc-internal",
+                                                "items": [{"key": "htpasswd", "path": "htpasswd"}]}} in artifacts["volumes"]
+
+
+def test_the_internal_credential_is_generated_once_with_its_htpasswd_line():
+    import hashlib
+
+    [cookie, internal] = required_generated_secrets(load_trackingserver(split()))
+    assert (cookie.name, internal.name) == ("team-oidc", "team-oidc-internal")
+    values = fresh_secret_values(internal)
+    user, _, hashed = values["htpasswd"].strip().partition(":")
+    assert user == "mlflow-tracking-pods"
+    assert hashed == "{SHA}" + base64.b64encode(hashlib.sha1(values["password"].encode()).digest()).decode()

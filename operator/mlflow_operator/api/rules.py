@@ -237,14 +237,6 @@ SPEC_RULES: tuple[Rule, ...] = (
         lambda s: d.oidc_auth(s) or s.auth.oidc is None,
     ),
     Rule(
-        "oidc-auth-tracking-only",
-        "self.auth.type != 'OIDC' || !(self.artifacts.mode in ['Split', 'ArtifactsOnly'])",
-        "auth.type OIDC needs artifacts.mode Proxied or Direct for now: the sign-in sidecar in "
-        "front of the artifacts pods of Split and ArtifactsOnly mode is not proven by tests yet",
-        "auth.type",
-        lambda s: not d.oidc_auth(s) or s.artifacts.mode not in ("Split", "ArtifactsOnly"),
-    ),
-    Rule(
         "one-exposure",
         "!(has(self.ingress) && has(self.gateway))",
         "ingress and gateway are mutually exclusive: expose the server through one of them",

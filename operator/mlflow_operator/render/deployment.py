@@ -65,10 +65,8 @@ def _deployment(
         pod_volumes.append(kubeauth.api_access_volume())
     containers = [server]
     if d.oidc_auth(ts.spec):
-        containers.append(oidc.proxy_container(ts, container_security_context()))
-        ca = oidc.ca_volume(ts)
-        if ca:
-            pod_volumes.append(ca)
+        containers.append(oidc.proxy_container(ts, container_security_context(), component))
+        pod_volumes += oidc.proxy_volumes(ts, component)
     pod = pod_spec(ts, containers, init, pod_volumes)
     spec: dict[str, Any] = {}
     if replicas is not None:

@@ -251,6 +251,10 @@ def tracking_env(ts: TrackingServer, cluster_domain: str = DEFAULT_CLUSTER_DOMAI
             value("MLFLOW_OPERATOR_ARTIFACTS_DESTINATION", d.artifacts_destination(spec)),
         ]
     env += _network_env(ts, cluster_domain) + _auth_env(ts)
+    if mode == "Split" and d.oidc_auth(spec):
+        from .oidc import tracking_internal_env
+
+        env += tracking_internal_env(ts)
     if mode != "Split":  # Direct too: the web UI reads artifacts through the server
         env += storage_credentials_env(ts)
     return env + _extra_env(ts)

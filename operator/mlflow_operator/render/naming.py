@@ -38,6 +38,10 @@ def oidc_secret_name(ts: TrackingServer) -> str:
     return f"{ts.name}-oidc"
 
 
+def oidc_internal_secret_name(ts: TrackingServer) -> str:
+    return f"{ts.name}-oidc-internal"
+
+
 def flask_secret_name(ts: TrackingServer) -> str:
     return f"{ts.name}-flask-secret-key"
 

@@ -9,6 +9,10 @@ are the proxy's check (403); the admin group's delete right is the server's
 (`mlflow_entrypoint.oidcgate`, from the groups header the proxy sets after stripping any a client
 sent).
 
+In Split and ArtifactsOnly mode the artifacts pods get the same sidecar, so no artifact route is
+left open; in Split the tracking pods' own calls to the artifacts pods carry a generated
+credential that only the artifacts pods' sidecar accepts (see INTERNAL_USER below).
+
 Sessions live in the cookie itself, encrypted with the cookie secret, which the operator generates
 once in the Secret `<name>-oidc` and every replica reads: a browser signed in through one pod is
 signed in on all of them, and the sign-in's CSRF cookie is checked by whichever pod the callback
@@ -53,6 +57,36 @@ def secret_name(ts: TrackingServer) -> str:
     return naming.oidc_secret_name(ts)
 
 
+# Split mode: the tracking pods read and write artifacts through the artifacts pods' Service on
+# behalf of users who already signed in at the tracking pods' proxy (the UI's downloads, the
+# server-side artifact calls). Their server sends a generated basic-auth credential
+# (MLFLOW_TRACKING_USERNAME/_PASSWORD, which MLflow's HTTP artifact repository sends), which the
+# artifacts pods' proxy checks against an htpasswd file from the same generated Secret; users
+# still sign in or send their token. The credential's group is allowed only on the artifacts pods.
+from .secrets import OIDC_INTERNAL_USER as INTERNAL_USER  # noqa: E402
+INTERNAL_GROUP = "mlflow-operator:tracking-pods"
+INTERNAL_VOLUME = "oidc-internal"
+INTERNAL_DIR = "/etc/mlflow-operator/oidc-internal"
+
+
+def internal_secret_name(ts: TrackingServer) -> str:
+    return naming.oidc_internal_secret_name(ts)
+
+
+def tracking_pods_call_artifacts_pods(ts: TrackingServer) -> bool:
+    return ts.spec.artifacts.mode == "Split"
+
+
+def tracking_internal_env(ts: TrackingServer) -> Env:
+    """The tracking pods' server: the credential their artifact calls to the artifacts pods carry."""
+    from .secrets import OIDC_INTERNAL_PASSWORD_KEY
+
+    return [
+        {"name": "MLFLOW_TRACKING_USERNAME", "value": INTERNAL_USER},
+        from_secret_key("MLFLOW_TRACKING_PASSWORD", internal_secret_name(ts), OIDC_INTERNAL_PASSWORD_KEY),
+    ]
+
+
 def upstream() -> str:
     return f"http://127.0.0.1:{SERVER_LOOPBACK_PORT}/"
 
@@ -72,8 +106,9 @@ def cookie_secure(ts: TrackingServer) -> bool:
     return url.startswith("https://") if url else naming.exposure_tls(ts)
 
 
-def proxy_args(ts: TrackingServer) -> list[str]:
+def proxy_args(ts: TrackingServer, component: str = naming.TRACKING) -> list[str]:
     oidc = ts.spec.auth.oidc
+    internal = component == naming.ARTIFACTS and tracking_pods_call_artifacts_pods(ts)
     args = [
         f"--http-address=0.0.0.0:{HTTP_PORT}",
         f"--upstream={upstream()}",
@@ -104,6 +139,13 @@ def proxy_args(ts: TrackingServer) -> list[str]:
     args += [f"--allowed-group={group}" for group in oidc.allowed_groups or ()]
     if oidc.admin_group and oidc.allowed_groups:
         args.append(f"--allowed-group={oidc.admin_group}")
+    if internal:
+        from .secrets import OIDC_HTPASSWD_KEY
+
+        args += [f"--htpasswd-file={INTERNAL_DIR}/{OIDC_HTPASSWD_KEY}", f"--htpasswd-user-group={INTERNAL_GROUP}",
+                 "--display-htpasswd-form=false"]
+        if oidc.allowed_groups:
+            args.append(f"--allowed-group={INTERNAL_GROUP}")
     url = redirect_url(ts)
     if url:
         args.append(f"--redirect-url={url}")
@@ -125,14 +167,14 @@ def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": HTTP_PORT_NAME}, "timeoutSeconds": 5, **timing}
 
 
-def proxy_container(ts: TrackingServer, security_context: dict[str, Any]) -> dict[str, Any]:
+def proxy_container(ts: TrackingServer, security_context: dict[str, Any], component: str = naming.TRACKING) -> dict[str, Any]:
     oidc = ts.spec.auth.oidc
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": oidc.proxy_image or OAUTH2_PROXY_IMAGE,
         "imagePullPolicy": ts.spec.image_pull_policy,
         "command": ["/bin/oauth2-proxy"],
-        "args": proxy_args(ts),
+        "args": proxy_args(ts, component),
         "env": proxy_env(ts),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
@@ -144,16 +186,27 @@ def proxy_container(ts: TrackingServer, security_context: dict[str, Any]) -> dic
         "readinessProbe": _probe(READY_PATH, periodSeconds=10, failureThreshold=3),
         "livenessProbe": _probe(OAUTH2_PROXY_PING_PATH, periodSeconds=20, failureThreshold=3),
     }
+    mounts = []
     if oidc.ca_config_map_ref:
-        container["volumeMounts"] = [{"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True}]
+        mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
+    if component == naming.ARTIFACTS and tracking_pods_call_artifacts_pods(ts):
+        mounts.append({"name": INTERNAL_VOLUME, "mountPath": INTERNAL_DIR, "readOnly": True})
+    if mounts:
+        container["volumeMounts"] = mounts
     return container
 
 
-def ca_volume(ts: TrackingServer) -> dict[str, Any] | None:
+def proxy_volumes(ts: TrackingServer, component: str = naming.TRACKING) -> list[dict[str, Any]]:
+    result = []
     ref = ts.spec.auth.oidc.ca_config_map_ref
-    if not ref:
-        return None
-    return {"name": CA_VOLUME, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": CA_FILE}]}}
+    if ref:
+        result.append({"name": CA_VOLUME, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": CA_FILE}]}})
+    if component == naming.ARTIFACTS and tracking_pods_call_artifacts_pods(ts):
+        from .secrets import OIDC_HTPASSWD_KEY
+
+        result.append({"name": INTERNAL_VOLUME, "secret": {
+            "secretName": internal_secret_name(ts), "items": [{"key": OIDC_HTPASSWD_KEY, "path": OIDC_HTPASSWD_KEY}]}})
+    return result
 
 
 def server_probes() -> dict[str, Any]:

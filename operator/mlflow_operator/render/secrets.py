@@ -10,6 +10,7 @@ bytes).
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ ADMIN_USERNAME_KEY = "username"
 ADMIN_PASSWORD_KEY = "password"
 ADMIN_USERNAME = "admin"
 OIDC_COOKIE_SECRET_KEY = "cookie-secret"
+OIDC_INTERNAL_PASSWORD_KEY = "password"
+OIDC_HTPASSWD_KEY = "htpasswd"
+OIDC_INTERNAL_USER = "mlflow-tracking-pods"
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,12 @@ class GeneratedSecret:
 def required_generated_secrets(ts: TrackingServer) -> list[GeneratedSecret]:
     if d.oidc_auth(ts.spec):
         # The sign-in sidecar's cookie secret: every replica decrypts every other's sessions.
-        return [GeneratedSecret(naming.oidc_secret_name(ts), (OIDC_COOKIE_SECRET_KEY,), "oidc-cookie-secret")]
+        required = [GeneratedSecret(naming.oidc_secret_name(ts), (OIDC_COOKIE_SECRET_KEY,), "oidc-cookie-secret")]
+        if ts.spec.artifacts.mode == "Split":
+            # the tracking pods' credential at the artifacts pods' sidecar (render/oidc.py)
+            required.append(GeneratedSecret(naming.oidc_internal_secret_name(ts), (OIDC_INTERNAL_PASSWORD_KEY, OIDC_HTPASSWD_KEY),
+                                            "oidc-internal"))
+        return required
     if not d.basic_auth(ts.spec):
         return []
     # Every replica (and the artifacts pods) must sign sessions with the same key.
@@ -51,6 +60,12 @@ def required_generated_secrets(ts: TrackingServer) -> list[GeneratedSecret]:
 
 def fresh_secret_values(secret: GeneratedSecret) -> dict[str, str]:
     """New random values for a generated Secret. Call once, when the Secret does not exist."""
+    if secret.purpose == "oidc-internal":
+        password = secrets.token_urlsafe(32)
+        digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+        # oauth2-proxy's htpasswd file takes {SHA} (and bcrypt) lines; the password is random, so
+        # the unsalted hash gives nothing to a dictionary
+        return {OIDC_INTERNAL_PASSWORD_KEY: password, OIDC_HTPASSWD_KEY: f"{OIDC_INTERNAL_USER}:{{SHA}}{digest}\n"}
     if secret.purpose == "oidc-cookie-secret":
         # 32 random bytes, base64url with padding: oauth2-proxy decodes it to an AES-256 key.
         return {OIDC_COOKIE_SECRET_KEY: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
