@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo setup system-deps build images test-images test test-serial test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server bench-operator cluster-up cluster-down
+.PHONY: demo setup system-deps build build-control-plane images test-images test test-serial test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server bench-operator cluster-up cluster-down
 
 # The README's first command: the operator against your cluster, or a render of the quickstart.
 # It needs the operator's own dependencies only, not the test extras.
@@ -30,9 +30,12 @@ system-deps:
 
 # Every tier, in two lanes side by side (hack/test-lanes: the real node's, and the rest). Builds of
 # the control plane and the images are cached outside the repo (~/.cache/mlflow-operator), so only
-# the first run pays for them. `make test-serial` runs one pytest over everything.
-test: setup system-deps build images
-	hack/test-lanes $(PY) $(PYTEST_ARGS)
+# the first run pays for them. The other lane needs only the control plane, so the real node's
+# components and the images are built in the node lane (NODE_PREPARE) while the other lane's tests
+# run. `make test-serial` runs one pytest over everything, after every build.
+NODE_PREPARE := hack/cluster build --node && PYTHONPATH=hack python3 -m images build
+test: setup system-deps build-control-plane
+	hack/test-lanes --node-prepare "$(NODE_PREPARE)" $(PY) $(PYTEST_ARGS)
 
 test-serial: setup system-deps build images
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -43,8 +46,13 @@ test-e2e: setup system-deps build
 # Builds (or finds cached) the control plane binaries and the real node's components (kubelet,
 # kube-proxy, CoreDNS, local-path-provisioner, their images) before pytest starts, so a cold build
 # is not cut short by a test timeout.
-build:
+build: build-control-plane
 	hack/cluster build --node
+
+# What every tier but the real node's needs: Kubernetes' binaries, kwok, helm, actionlint, the OIDC
+# tests' Go programs.
+build-control-plane:
+	hack/cluster build
 	PYTHONPATH=hack python3 -m devtools build
 	PYTHONPATH=hack python3 -m testservices.gobinaries
 
