@@ -4,6 +4,8 @@
 - ``mysql``: Debian's MariaDB (mariadb-install-db + mariadbd in a temp dir, a password user).
 - ``s3``: MinIO built from its Go module (cached), an S3-compatible server.
 - ``azurite``: Azurite (Microsoft's Azure Storage emulator) installed with npm (cached), its blob service.
+- ``oidc``: Dex (a real OpenID Connect provider, TLS, static users with groups) and oauth2-proxy,
+  both built from their Go modules (``gobinaries``, cached).
 - ``nginx``: Debian's NGINX with a generated config (path routing, body size, timeouts).
 - ``venvs``: the server image's virtualenv (built by server-image/install.sh) and a separate client
   virtualenv with the stock `mlflow` client and scikit-learn; cached by content hash.

@@ -16,6 +16,7 @@ token through the route; no secret in any log.
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,29 @@ def test_an_artifacts_only_server_behind_the_sidecar_refuses_anonymous_requests(
     finally:
         proxy.stop()
         server.stop()
+
+
+def test_chromium_signs_in_through_the_route_and_the_ui_reads_an_artifact(split, tmp_path):
+    import time
+
+    from .test_e2e_ui import Browser, spki_sha256
+
+    cert = split.dex.tls.cert.read_text()
+    browser = Browser(tmp_path, [f"--ignore-certificate-errors-spki-list={spki_sha256(cert)}"])
+    try:
+        browser.open(split.url + "/#/experiments", "Log in", timeout=120)
+        browser.call("Runtime.evaluate", expression=(
+            f"document.querySelector('#login').value = {json.dumps(ALICE.email)};"
+            f"document.querySelector('#password').value = {json.dumps(ALICE.password)};"
+            "document.querySelector('form').submit();"))
+        deadline = time.monotonic() + 120
+        while "Experiments" not in browser.text() and time.monotonic() < deadline:
+            time.sleep(1)
+        home = browser.open(split.url + "/#/experiments", "split-sso", timeout=180)
+        assert "Experiments" in home, home[:1000]
+        # the signed-in browser's own request for an artifact, through the route to the artifacts pods
+        got = browser.call("Runtime.evaluate", awaitPromise=True, returnByValue=True, expression=(
+            "fetch('/ajax-api/2.0/mlflow-artifacts/artifacts?path=').then(r => r.status)"))
+        assert got["result"]["value"] == 200, got
+    finally:
+        browser.close()
