@@ -185,6 +185,11 @@ class RolloutSampler:
         return self
 
     def __exit__(self, *exc) -> None:
+        # the TrackingServers can be seen Ready before the sampler's next LIST sees the last
+        # Deployment rolled out: give it a few more samples
+        deadline = time.monotonic() + 30
+        while exc[0] is None and len(self.rolled_out) < len(self.applied) and time.monotonic() < deadline:
+            time.sleep(0.5)
         self._stop.set()
         self._thread.join(timeout=60)
 
