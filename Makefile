@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo setup system-deps build build-control-plane images test-images test test-serial test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server bench-operator cluster-up cluster-down
+.PHONY: demo setup system-deps build build-control-plane images images-all test-images test test-serial test-e2e test-unit test-cluster test-workload test-node crd render bench bench-server bench-operator cluster-up cluster-down
 
 # The README's first command: the operator against your cluster, or a render of the quickstart.
 # It needs the operator's own dependencies only, not the test extras.
@@ -33,11 +33,11 @@ system-deps:
 # the first run pays for them. The other lane needs only the control plane, so the real node's
 # components and the images are built in the node lane (NODE_PREPARE) while the other lane's tests
 # run. `make test-serial` runs one pytest over everything, after every build.
-NODE_PREPARE := hack/cluster build --node && PYTHONPATH=hack python3 -m images build
+NODE_PREPARE := hack/cluster build --node && PYTHONPATH=hack python3 -m images build --all
 test: setup system-deps build-control-plane
 	hack/test-lanes --node-prepare "$(NODE_PREPARE)" $(PY) $(PYTEST_ARGS)
 
-test-serial: setup system-deps build images
+test-serial: setup system-deps build images-all
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-e2e: setup system-deps build
@@ -62,6 +62,11 @@ build-control-plane:
 images: system-deps
 	PYTHONPATH=hack python3 -m images build
 
+# The tests' own images too: the server image of the MLflow release before the pinned one, which
+# the node tier's upgrade test starts from (hack/images/previous.py). Cached like the others.
+images-all: system-deps
+	PYTHONPATH=hack python3 -m images build --all
+
 test-images: setup system-deps images
 	$(PY) -m pytest -m images $(PYTEST_ARGS)
 
@@ -75,7 +80,7 @@ test-workload: setup system-deps
 	$(PY) -m pytest -m workload $(PYTEST_ARGS)
 
 # The real node: containerd, kubelet, kube-proxy, CoreDNS, local-path-provisioner (needs root).
-test-node: setup system-deps build images
+test-node: setup system-deps build images-all
 	$(PY) -m pytest -m node $(PYTEST_ARGS)
 
 # The CRD is generated from the pydantic models; the chart ships a copy (tests fail on drift).

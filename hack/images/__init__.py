@@ -1,6 +1,7 @@
 """The operator and server images, built from the repository's Dockerfiles (standard library only).
 
     python -m images build     (make images) build what changed, print refs, sizes, archives
+    python -m images build --all   also the server image of the previous MLflow (previous.py)
     python -m images list      the cached images, without building
 
 ``ensure_images()`` returns ``Image`` records (ref, OCI archive path, sizes) for the tests and the
@@ -8,6 +9,6 @@ node harness, which imports the archives into the node's containerd. See build.p
 the builders (buildah or Docker) and the bases (stock python:3.11-slim-bookworm, or Debian made
 here by mmdebstrap, base.py); container.py runs an image with runc, without a node.
 """
-from .build import Image, ImageBuildError, cached, ensure_images, specs
+from .build import PRODUCT_IMAGES, Image, ImageBuildError, cached, ensure_images, specs
 
-__all__ = ["Image", "ImageBuildError", "cached", "ensure_images", "specs"]
+__all__ = ["PRODUCT_IMAGES", "Image", "ImageBuildError", "cached", "ensure_images", "specs"]

@@ -1,10 +1,14 @@
 """make images: build both images if their inputs changed, print what there is.
 
     python -m images build [NAME...]   build what changed; print ref, size, archive
+    python -m images build --all       also the images only the tests use (server-previous)
     python -m images list  [NAME...]   what is cached, without building
     python -m images load              build, then import both into the real node of the cluster
                                        `hack/cluster up --node` started (exit 3: there is none, or
                                        KUBECONFIG names another cluster)
+
+NAME: operator, server (the default: both) or server-previous (the server image of the MLflow
+release before the pinned one, for the upgrade test).
 """
 from __future__ import annotations
 
@@ -13,15 +17,16 @@ import sys
 import time
 
 from .base import BaseImageError
-from .build import ImageBuildError, cached, ensure_images, specs
+from .build import PRODUCT_IMAGES, ImageBuildError, cached, ensure_images, specs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m images", description=__doc__)
     parser.add_argument("command", choices=("build", "list", "load"))
     parser.add_argument("names", nargs="*", metavar="NAME", help="operator and/or server (default: both)")
+    parser.add_argument("--all", action="store_true", help="every image, the tests' own included")
     args = parser.parse_args(argv)
-    names = tuple(args.names) or tuple(specs())
+    names = tuple(args.names) or (tuple(specs()) if args.all else PRODUCT_IMAGES)
     unknown = set(names) - set(specs())
     if unknown:
         parser.error(f"unknown image {', '.join(sorted(unknown))}; known: {', '.join(specs())}")

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import base
+from . import base, previous
 
 REPO = Path(__file__).resolve().parents[2]
 STOCK_BASE = "python:3.11-slim-bookworm"
@@ -85,17 +85,35 @@ class ImageSpec:
     # What the Dockerfile COPYs, relative to the context: a change here means a new image.
     inputs: tuple[str, ...]
     ref: str
+    # Files of the context replaced for this image (relative path, content): the build runs on a
+    # copy of the context with them written in, and the key hashes them instead of the originals.
+    overrides: tuple[tuple[str, str], ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    # Built for the tests only (`make images` builds it; the demo never loads it).
+    test_only: bool = False
+
+
+PRODUCT_IMAGES = ("operator", "server")
 
 
 def specs() -> dict[str, ImageSpec]:
+    server_ref = _server_default_ref()
+    server_inputs = ("requirements.lock", "install.sh", "entrypoint")
     return {
         "operator": ImageSpec(
             "operator", REPO / "operator" / "Dockerfile", REPO,
             (".dockerignore", "pyproject.toml", "operator"), _chart_default_ref(),
         ),
         "server": ImageSpec(
-            "server", REPO / "server-image" / "Dockerfile", REPO / "server-image",
-            ("requirements.lock", "install.sh", "entrypoint"), _server_default_ref(),
+            "server", REPO / "server-image" / "Dockerfile", REPO / "server-image", server_inputs, server_ref,
+        ),
+        # The same Dockerfile with the previous MLflow release in its lock (previous.py).
+        "server-previous": ImageSpec(
+            "server-previous", REPO / "server-image" / "Dockerfile", REPO / "server-image", server_inputs,
+            f"{server_ref.rpartition(':')[0]}:{previous.PREVIOUS_MLFLOW}",
+            overrides=(("requirements.lock", previous.server_lock()),),
+            build_args=(("MLFLOW_VERSION", previous.PREVIOUS_MLFLOW),),
+            test_only=True,
         ),
     }
 
@@ -170,13 +188,31 @@ def _files(root: Path, rel: str) -> list[Path]:
 def _key(spec: ImageSpec, builder: str, base_refs: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     h.update(spec.dockerfile.read_bytes())
-    for part in (RECIPE, spec.ref, builder, *base_refs):
+    for part in (RECIPE, spec.ref, builder, *base_refs, *(f"{k}={v}" for k, v in spec.build_args)):
         h.update(part.encode() + b"\0")
+    overrides = dict(spec.overrides)
     for rel in spec.inputs:
         for f in _files(spec.context, rel):
-            h.update(str(f.relative_to(spec.context)).encode() + b"\0")
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+            name = str(f.relative_to(spec.context))
+            content = overrides[name].encode() if name in overrides else f.read_bytes()
+            h.update(name.encode() + b"\0")
+            h.update(hashlib.sha256(content).digest())
     return h.hexdigest()[:16]
+
+
+def _context_with_overrides(spec: ImageSpec, tmp: Path) -> Path:
+    """The build context itself, or a copy of its inputs with the spec's overrides written in."""
+    if not spec.overrides:
+        return spec.context
+    context = tmp / "context"
+    for rel in spec.inputs:
+        for f in _files(spec.context, rel):
+            target = context / f.relative_to(spec.context)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+    for rel, content in spec.overrides:
+        (context / rel).write_text(content)
+    return context
 
 
 def _record_path(name: str) -> Path:
@@ -268,9 +304,10 @@ def _build(spec: ImageSpec, builder: str, base_args: dict[str, str], key: str, l
     archive = cache / f"{spec.name}-{key}.tar"
     partial = archive.with_suffix(".partial")
     started = time.monotonic()
-    args = [f"--build-arg={k}={v}" for k, v in base_args.items()]
+    args = [f"--build-arg={k}={v}" for k, v in (*base_args.items(), *spec.build_args)]
     log(f"building {spec.name} ({spec.ref}) with {builder}; log: {logfile}")
     with tempfile.TemporaryDirectory(prefix="mlflow-operator-images-") as tmp:
+        context = _context_with_overrides(spec, Path(tmp))
         if builder == "buildah":
             volumes, pip_args = _pip_passthrough(Path(tmp))
             _run([
@@ -279,18 +316,19 @@ def _build(spec: ImageSpec, builder: str, base_args: dict[str, str], key: str, l
                 "--network", "host", "--pull=never" if base_args else "--pull=true",
                 *(f"--volume={v}" for v in volumes),
                 *args, *(f"--build-arg={a}" for a in pip_args),
-                "-f", str(spec.dockerfile), "-t", spec.ref, str(spec.context),
+                "-f", str(spec.dockerfile), "-t", spec.ref, str(context),
             ], logfile, f"buildah bud of {spec.name}")
             partial.unlink(missing_ok=True)
             _run(["buildah", "push", "--quiet", spec.ref, f"oci-archive:{partial}:{spec.ref}"], logfile, "buildah push")
         else:
-            _run(["docker", "build", *args, "-f", str(spec.dockerfile), "-t", spec.ref, str(spec.context)],
+            _run(["docker", "build", *args, "-f", str(spec.dockerfile), "-t", spec.ref, str(context)],
                  logfile, f"docker build of {spec.name}")
             _run(["docker", "save", "-o", str(partial), spec.ref], logfile, "docker save")
     partial.rename(archive)
     size = unpacked_size(archive)
     for old in cache.glob(f"{spec.name}-*.tar"):
-        if old != archive:
+        # only this image's archives: "server-*" also matches server-previous-<key>.tar
+        if old != archive and re.fullmatch(re.escape(spec.name) + r"-[0-9a-f]{16}\.tar", old.name):
             old.unlink()
     image = Image(
         name=spec.name, ref=spec.ref, archive=str(archive), key=key, builder=builder,
@@ -301,8 +339,8 @@ def _build(spec: ImageSpec, builder: str, base_args: dict[str, str], key: str, l
     return image
 
 
-def ensure_images(names: tuple[str, ...] = ("operator", "server"), log: Log = _log) -> dict[str, Image]:
-    """Both images (or those named), built only when their inputs changed since the last build."""
+def ensure_images(names: tuple[str, ...] = PRODUCT_IMAGES, log: Log = _log) -> dict[str, Image]:
+    """Both product images (or those named), built only when their inputs changed since the last build."""
     from localcluster.build import file_lock
 
     builder = choose_builder()

@@ -293,6 +293,12 @@ class Real:
         self._cleanup.append(pf.stop)
         return pf
 
+    def port_forward_to_pod(self, pod: str, port: int = 5000) -> PortForward:
+        """To one replica, where a Service would pick any."""
+        pf = PortForward(self.cluster, self.namespace, f"pod/{pod}", port)
+        self._cleanup.append(pf.stop)
+        return pf
+
     def client(self, script: str, env: dict[str, str] | None = None, timeout: float = 600,
                check: bool = True) -> subprocess.CompletedProcess:
         """Python in the client virtualenv on the host: outside the cluster, as a user's laptop."""

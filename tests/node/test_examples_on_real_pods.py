@@ -55,17 +55,23 @@ print(json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experimen
 """
 
 # An artifacts-only server has no tracking API: the client uses its artifact repository directly.
+# A text file and 3 MiB of random bytes (several multipart-sized reads), which must come back identical.
 ARTIFACTS_ONLY = r"""
 import json, os, tempfile
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 repo = get_artifact_repository("mlflow-artifacts:/node-check")
-path = os.path.join(tempfile.mkdtemp(), "hello.txt")
-with open(path, "w") as fh:
+d = tempfile.mkdtemp()
+with open(os.path.join(d, "hello.txt"), "w") as fh:
     fh.write("hello from the artifacts-only server\n")
-repo.log_artifact(path, "notes")
-listed = [f.path for f in repo.list_artifacts("notes")]
+payload = os.urandom(3 * 1024 * 1024)
+with open(os.path.join(d, "data.bin"), "wb") as fh:
+    fh.write(payload)
+repo.log_artifact(os.path.join(d, "hello.txt"), "notes")
+repo.log_artifact(os.path.join(d, "data.bin"), "notes")
+listed = sorted(f.path for f in repo.list_artifacts("notes"))
 down = repo.download_artifacts("notes/hello.txt", tempfile.mkdtemp())
-print(json.dumps({"listed": listed, "downloaded": open(down).read()}))
+blob = repo.download_artifacts("notes/data.bin", tempfile.mkdtemp())
+print(json.dumps({"listed": listed, "downloaded": open(down).read(), "identical": open(blob, "rb").read() == payload}))
 """
 
 HEALTH = """
@@ -109,9 +115,14 @@ def test_quickstart_real_pods_tutorial_hardening_and_restart(real):
     migrate = next(c for c in pod["status"]["initContainerStatuses"] if c["name"] == "migrate")
     assert migrate["state"]["terminated"]["exitCode"] == 0, migrate
 
+    assert live["status"]["url"] == f"http://quickstart.{real.namespace}.svc:5000", live["status"]
     forward = real.port_forward("quickstart")
     out = tutorial(real, forward.url)
     assert out["artifact_uri"].startswith("mlflow-artifacts:/"), out
+    # the SQLite database and the model (autolog's, proxied by the server) are on the volume
+    on_volume = json.loads(_exec(real, pod, "import glob, json, os; print(json.dumps([os.path.isfile('/data/mlflow.db'), "
+                                            "glob.glob('/data/artifacts/**/MLmodel', recursive=True)]))"))
+    assert on_volume[0] and on_volume[1], on_volume
 
     inside = real.kubectl("exec", "-n", real.namespace, pod["metadata"]["name"], "-c", "mlflow", "--",
                           "python3", "-c", INSIDE).stdout
@@ -195,6 +206,9 @@ def test_migration_job_migrates_postgresql_in_a_real_container_before_the_server
     keys = real.s3_keys(bucket, f"forecast/{out['experiment_id']}/")
     assert any(k.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for k in keys), keys
     assert live["status"]["url"] == f"http://forecast.{real.namespace}.svc:5000"
+    # each replica answers for the same run at its pod IP (a Host the entrypoint allows), pod to pod
+    answers = run_at_pod_ips(real, pods[0], [p["status"]["podIP"] for p in pods], out["run_id"])
+    assert len(answers) == 2 and set(answers.values()) == {out["run_id"]}, answers
 
 
 # -- the other examples: what each needs beyond `kubectl apply`, and what to check after
@@ -259,9 +273,36 @@ def _quick(real, url: str, example: str, **env: str) -> dict:
         real.client(QUICK, {"MLFLOW_TRACKING_URI": url, "EXAMPLE": example, **env}).stdout))
 
 
-def _exec(real, pod: dict, code: str) -> str:
+def _exec(real, pod: dict, code: str, *args: str) -> str:
     return real.kubectl("exec", "-n", real.namespace, pod["metadata"]["name"], "-c", "mlflow", "--",
-                        "python3", "-c", code).stdout.strip()
+                        "python3", "-c", code, *args).stdout.strip()
+
+
+RUN_AT = """
+import json, sys, urllib.request
+run_id, ips = sys.argv[1], sys.argv[2:]
+got = {ip: json.load(urllib.request.urlopen(f"http://{ip}:5000/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=30))
+       for ip in ips}
+print(json.dumps({ip: answer["run"]["info"]["run_id"] for ip, answer in got.items()}))
+"""
+
+
+def run_at_pod_ips(real, pod: dict, ips: list[str], run_id: str) -> dict[str, str]:
+    """From inside `pod`: the run as each server pod answers for it at its own IP."""
+    return json.loads(_exec(real, pod, RUN_AT, run_id, *ips))
+
+
+# Every process of the container (the server, its uvicorn workers, this one): variable names only.
+PROCESS_ENV = """
+import glob, json
+names = {}
+for path in glob.glob("/proc/[0-9]*/environ"):
+    try:
+        names[path.split("/")[2]] = sorted({item.split(b"=", 1)[0].decode() for item in open(path, "rb").read().split(b"\\0") if b"=" in item})
+    except OSError:
+        pass
+print(json.dumps(names))
+"""
 
 
 def check_01(real, ts, live, pods):
@@ -273,6 +314,10 @@ def check_01(real, ts, live, pods):
     run_dir = f"/data/mlruns/{out['experiment_id']}/{out['run_id']}"
     assert _exec(real, pod, f"import os; print(os.path.isfile('{run_dir}/meta.yaml'), "
                             f"open('{run_dir}/params/example').read())") == "True 01"
+    # the artifact went through the server (mlflow-artifacts:) onto the same volume
+    assert out["artifact_uri"].startswith("mlflow-artifacts:/"), out
+    found = _exec(real, pod, "import glob; print(glob.glob('/data/**/notes/hello.txt', recursive=True))")
+    assert out["run_id"] in found, found
 
 
 def check_03(real, ts, live, pods):
@@ -311,14 +356,42 @@ def check_06(real, ts, live, pods):
     """Artifacts only: upload, list and download through the server; the object lands in the store."""
     forward = real.port_forward("gcs-artifacts")
     out = last_json(real.client(ARTIFACTS_ONLY, {"MLFLOW_TRACKING_URI": forward.url}).stdout)
-    assert out == {"listed": ["notes/hello.txt"], "downloaded": "hello from the artifacts-only server\n"}, out
+    assert out == {"listed": ["notes/data.bin", "notes/hello.txt"], "downloaded": "hello from the artifacts-only server\n",
+                   "identical": True}, out
     keys = real.s3_keys("acme-ml-shared-artifacts", "mlflow/")
-    assert "mlflow/node-check/notes/hello.txt" in keys, keys
+    assert {"mlflow/node-check/notes/hello.txt", "mlflow/node-check/notes/data.bin"} <= set(keys), keys
+    tracking = real.client(
+        "import os, urllib.request, urllib.error\n"
+        "try:\n r = urllib.request.urlopen(os.environ['U'] + '/api/2.0/mlflow/experiments/search?max_results=1'); print(r.status, r.read().decode()[:300])\n"
+        "except urllib.error.HTTPError as e:\n print(e.code, e.read().decode()[:300])", {"U": forward.url}).stdout.strip()
+    assert int(tracking.split()[0]) >= 400 and "artifacts-only" in tracking, tracking
+    for pod in pods["tracking"]:  # the artifacts-only pods: the storage credentials are theirs
+        names = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names, names
+
+
+# What the web UI does to show a run's artifacts: list them (the ajax artifact API and the run's
+# listing) and open one (get-artifact): served by a metadata pod, which fetches from the artifacts pods.
+UI_ENDPOINTS = r"""
+import json, os
+import requests
+
+base, run_id, exp = os.environ["MLFLOW_TRACKING_URI"], os.environ["RUN_ID"], os.environ["EXPERIMENT_ID"]
+listing = requests.get(f"{base}/ajax-api/2.0/mlflow-artifacts/artifacts",
+                       params={"path": f"{exp}/{run_id}/artifacts/notes"}, timeout=60)
+listed = requests.get(f"{base}/ajax-api/2.0/mlflow/artifacts/list", params={"run_id": run_id, "path": "notes"},
+                      timeout=60)
+download = requests.get(f"{base}/get-artifact", params={"path": "notes/hello.txt", "run_uuid": run_id}, timeout=60)
+print(json.dumps({"listing": [listing.status_code, listing.text[:500]], "listed": [listed.status_code, listed.text[:500]],
+                  "download": [download.status_code, download.text[:200]]}))
+"""
 
 
 def check_07(real, ts, live, pods):
     """Split: the run through the metadata pods; its artifact through them to the artifacts pods (Service
-    DNS inside the cluster) and on to S3; only the artifacts pods hold the S3 keys."""
+    DNS inside the cluster) and on to S3; only the artifacts pods hold the S3 keys, in their spec and
+    in every process; the web UI's artifact listing and download work."""
+    assert live["status"]["url"] == "https://mlflow.recsys.example.com", live["status"]  # one host for both kinds
     forward = real.port_forward("recsys")
     out = _quick(real, forward.url, "07")
     assert out["downloaded"] == "hello from 07\n", out
@@ -327,23 +400,93 @@ def check_07(real, ts, live, pods):
     for pod in pods["tracking"]:
         names = {e["name"] for e in pod["spec"]["containers"][0].get("env", [])}
         assert not {n for n in names if n.startswith(("AWS_", "MLFLOW_S3_"))}, names
+        processes = json.loads(_exec(real, pod, PROCESS_ENV))
+        assert len(processes) >= 3, processes  # the server, its uvicorn workers, this exec
+        leaked = {pid: [n for n in env if n.startswith(("AWS_", "MLFLOW_S3_"))] for pid, env in processes.items()}
+        assert not any(leaked.values()), f"metadata pod {pod['metadata']['name']}: {leaked}"
+    for pod in pods["artifacts"]:
+        assert "AWS_SECRET_ACCESS_KEY" in {e["name"] for e in pod["spec"]["containers"][0].get("env", [])}
+
+    ui = last_json(real.client(UI_ENDPOINTS, {"MLFLOW_TRACKING_URI": forward.url, "RUN_ID": out["run_id"],
+                                              "EXPERIMENT_ID": out["experiment_id"]}).stdout)
+    assert ui["listing"][0] == 200 and "hello.txt" in ui["listing"][1], ui
+    assert ui["listed"][0] == 200 and "notes/hello.txt" in ui["listed"][1], ui
+    assert ui["download"] == [200, "hello from 07\n"], ui
     logs = "".join(real.kubectl("logs", "-n", real.namespace, p["metadata"]["name"], "-c", "mlflow").stdout
                    for p in pods["artifacts"])
-    assert "/api/2.0/mlflow-artifacts/artifacts/" in logs, logs[-3000:]
+    assert "PUT /api/2.0/mlflow-artifacts/artifacts/" in logs, logs[-3000:]
+    assert "GET /api/2.0/mlflow-artifacts/artifacts/" in logs and "notes/hello.txt" in logs, logs[-3000:]
+
+
+AUTH_ANSWERS = r"""
+import json, os
+import requests
+
+base = os.environ["MLFLOW_TRACKING_URI"]
+url = base + "/api/2.0/mlflow/experiments/search"
+print(json.dumps({
+    "anonymous": requests.get(url, params={"max_results": 1}, timeout=60).status_code,
+    "wrong": requests.get(url, params={"max_results": 1}, auth=(os.environ["USER"], "not-the-password-123"), timeout=60).status_code,
+    "admin": requests.get(url, params={"max_results": 1}, auth=(os.environ["USER"], os.environ["PASSWORD"]), timeout=60).status_code,
+    "health": requests.get(base + "/health", timeout=60).status_code,
+}))
+"""
+
+# The signup form of replica A (its CSRF token lives in A's Flask session cookie) submitted to replica
+# B: B accepts it only if both sign sessions with the same secret key. Without the cookie the same
+# token is refused (so the check is a real one). The new user then reads through either replica (one
+# users database).
+SESSIONS = r"""
+import json, os, re, secrets
+import requests
+
+a, b, run_id = os.environ["A"], os.environ["B"], os.environ["RUN_ID"]
+admin = (os.environ["USER"], os.environ["PASSWORD"])
+session = requests.Session()
+form = session.get(a + "/signup", auth=admin, timeout=60)
+assert form.status_code == 200, (form.status_code, form.text[:300])
+token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+assert cookie, "replica A set no session cookie"
+user, password = "analyst-" + secrets.token_hex(3), "pw-" + secrets.token_urlsafe(12)
+created = requests.post(b + "/api/2.0/mlflow/users/create-ui", auth=admin, headers={"Cookie": cookie}, timeout=60,
+                        data={"csrf_token": token, "username": user, "password": password})
+stranger = requests.post(b + "/api/2.0/mlflow/users/create-ui", auth=admin, timeout=60,
+                         data={"csrf_token": token, "username": user + "x", "password": password})
+reads = [requests.get(base + "/api/2.0/mlflow/runs/get", params={"run_id": run_id}, auth=(user, password),
+                      timeout=60).status_code for base in (a, b)]
+print(json.dumps({"created": [created.status_code, "Successfully signed up" in created.text, created.text[:300]],
+                  "stranger": [stranger.status_code, "CSRF" in stranger.text], "reads": reads}))
+"""
 
 
 def check_08(real, ts, live, pods):
-    """Basic auth: anonymous requests get 401; the generated admin logs a run whose artifact lands in S3."""
+    """Basic auth: anonymous and wrong-password requests get 401, the generated admin 200; the admin
+    logs a run whose artifact lands in S3; a session started on one replica is honoured by the
+    other (one Flask secret key, one users database); the password is in no status nor log line."""
+    assert live["status"]["url"] == "https://mlflow.fraud.example.com", live["status"]
+    user, password = real.secret_value("fraud-admin", "username"), real.secret_value("fraud-admin", "password")
+    assert user == "admin" and len(password) >= 12, user
     forward = real.port_forward("fraud")
-    anonymous = real.client(
-        "import os, urllib.request, urllib.error\n"
-        "try:\n urllib.request.urlopen(os.environ['U'] + '/api/2.0/mlflow/experiments/search?max_results=1'); print(200)\n"
-        "except urllib.error.HTTPError as e:\n print(e.code)", {"U": forward.url}).stdout.strip()
-    assert anonymous == "401", anonymous
-    creds = {"MLFLOW_TRACKING_USERNAME": real.secret_value("fraud-admin", "username"),
-             "MLFLOW_TRACKING_PASSWORD": real.secret_value("fraud-admin", "password")}
+    answers = last_json(real.client(AUTH_ANSWERS, {"MLFLOW_TRACKING_URI": forward.url, "USER": user,
+                                                   "PASSWORD": password}).stdout)
+    assert answers == {"anonymous": 401, "wrong": 401, "admin": 200, "health": 200}, answers
+    creds = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
     out = _quick(real, forward.url, "08", **creds)
     assert out["downloaded"] == "hello from 08\n", out
+    denied = real.client(QUICK, {"MLFLOW_TRACKING_URI": forward.url, "EXAMPLE": "08",
+                                 "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": "wrong-password-1234"},
+                         check=False)
+    assert denied.returncode != 0 and "401" in denied.stderr, denied.stderr[-2000:]
+
+    one, other = (real.port_forward_to_pod(p["metadata"]["name"]) for p in pods["tracking"])
+    sessions = last_json(real.client(SESSIONS, {"A": one.url, "B": other.url, "RUN_ID": out["run_id"],
+                                                "USER": user, "PASSWORD": password}).stdout)
+    assert sessions["created"][:2] == [200, True], sessions
+    assert sessions["stranger"] == [400, True], sessions
+    assert sessions["reads"] == [200, 200], sessions
+    assert password not in json.dumps(get_json(real.cluster, "trackingserver", "fraud", "-n", real.namespace)["status"])
+    assert password not in real.operator.logs(lines=-1)
     keys = real.s3_keys("acme-team-fraud", "mlflow/")
     assert any(k.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for k in keys), keys
     policy = get_json(real.cluster, "networkpolicy", "fraud", "-n", real.namespace)

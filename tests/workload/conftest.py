@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,10 +37,9 @@ import pytest
 import yaml
 
 from localcluster.certs import CertificateAuthority
-from testservices import REPO, ServiceError, cache_dir
-from localcluster.build import file_lock
+from testservices import REPO
 from testservices.postgres import Postgres
-from testservices.venvs import CLIENT_LOCK, SERVER_IMAGE, Venv, _hash, _py_id, _run, _tree_hash, base_python
+from testservices.venvs import Venv
 from tests.operator_fixtures import EXAMPLES, condition, get_json, wait_for, wait_for_conditions
 
 from . import podrunner
@@ -50,11 +48,6 @@ from .podrunner import IngressController, ImageStore, Kube, PodRunner, RUNNER_LA
 NSEXEC = str(Path(podrunner.__file__).with_name("nsexec.py"))
 
 IMAGE_REPOSITORY = "ghcr.io/mlflow-operator/mlflow-server"
-# The release before the pinned one: the upgrade test starts on it (its schema head differs).
-PREVIOUS_MLFLOW = "3.17.2"
-# What an older MLflow's server imports beyond the pinned release's lean set (server-image/requirements.in):
-# 3.17.2 imports pandas at start-up (mlflow.gateway.guardrails); 3.18.0 does not.
-EXTRA_SERVER_PACKAGES = {"3.17.2": ("pandas",)}
 ARTIFACTS_DIR = REPO / "test-artifacts" / "e2e"
 
 
@@ -62,53 +55,6 @@ def pinned_mlflow() -> str:
     from mlflow_operator.constants import MLFLOW_VERSION
 
     return MLFLOW_VERSION
-
-
-# ---- server virtualenvs: "the image built for MLflow X" ------------------------------------------
-
-def server_venv_for(version: str) -> Venv:
-    """The server image's environment with MLflow `version`: server-image/install.sh run on a copy of
-    server-image/ whose lock pins that MLflow (what building the Dockerfile with that pin installs).
-    Cached like testservices' venvs (keyed by the lock, install.sh, the entrypoint and the Python)."""
-    lock = (SERVER_IMAGE / "requirements.lock").read_text()
-    pinned = [line for line in lock.splitlines() if line.startswith("mlflow==")]
-    if len(pinned) != 1:
-        raise ServiceError("server-image/requirements.lock must pin mlflow exactly once")
-    lock = lock.replace(pinned[0], f"mlflow=={version}")
-    for package in EXTRA_SERVER_PACKAGES.get(version, ()):
-        # at the version the client's lock (same Python, same numpy) pins
-        pin = next((line for line in CLIENT_LOCK.read_text().splitlines() if line.lower().startswith(package + "==")), None)
-        if pin is None:
-            raise ServiceError(f"{CLIENT_LOCK} pins no {package} (needed by the MLflow {version} server)")
-        lock += pin + "\n"
-    key = _hash(lock.encode(), (SERVER_IMAGE / "install.sh").read_bytes(), _py_id())
-    path = cache_dir() / "venvs" / f"server-mlflow-{version}-{key}"
-    entrypoint_marker = path / f".entrypoint-{_tree_hash(SERVER_IMAGE / 'entrypoint')}"
-    log = cache_dir() / "venvs" / f"server-mlflow-{version}.log"
-    with file_lock(cache_dir() / "venvs" / f".server-mlflow-{version}.lock"):
-        complete = (path / ".complete").exists()
-        if complete and entrypoint_marker.exists():
-            return Venv(path)
-        tmp = Path(cache_dir() / "build" / f"server-image-{version}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(SERVER_IMAGE, tmp, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        (tmp / "requirements.lock").write_text(lock)
-        try:
-            if not complete:
-                shutil.rmtree(path, ignore_errors=True)
-                secs = _run(["bash", str(tmp / "install.sh"), str(path)], f"install.sh (MLflow {version})", log,
-                            {"PYTHON": base_python()})
-                (path / ".install-seconds").write_text(f"{secs:.1f}\n")
-                (path / ".complete").touch()
-            else:  # only the entrypoint changed: reinstall it (seconds), as testservices does
-                _run(["bash", str(tmp / "install.sh"), "--entrypoint-only", str(path)],
-                     f"install.sh --entrypoint-only (MLflow {version})", log, {"PYTHON": base_python()})
-            for old in path.glob(".entrypoint-*"):
-                old.unlink()
-            entrypoint_marker.touch()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return Venv(path)
 
 
 # ---- PostgreSQL that can go down and come back ---------------------------------------------------------
@@ -205,15 +151,6 @@ def ingress_nginx(cluster, pod_runner, runner_slot, tmp_path_factory):
         yield controller
     finally:
         controller.stop()
-
-
-@pytest.fixture(scope="session")
-def previous_server_venv() -> Venv:
-    """The server environment built for the MLflow release before the pinned one (the upgrade test)."""
-    try:
-        return server_venv_for(PREVIOUS_MLFLOW)
-    except ServiceError as exc:
-        pytest.fail(f"the server virtualenv for MLflow {PREVIOUS_MLFLOW} could not be built: {exc}", pytrace=False)
 
 
 # ---- the per-test helper ----------------------------------------------------------------------------
@@ -367,21 +304,6 @@ class E2E:
                         lambda: (lambda pods: pods if len(pods) == count else None)(self.ready_pods(instance, component)),
                         timeout=timeout, interval=1, explain=self.explain)
 
-    def pod_processes(self, pod: dict[str, Any]) -> list[int]:
-        """PIDs of every process of the pod (the containers' process groups)."""
-        worker = next((w for w in self.runner.all_workers() if w.uid == pod["metadata"]["uid"]), None)
-        assert worker is not None, f"the runner does not run pod {pod['metadata']['name']}"
-        groups = [c.proc.pid for c in worker.containers if c.proc is not None]
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if os.getpgid(int(entry.name)) in groups:
-                        pids.append(int(entry.name))
-                except OSError:
-                    continue
-        return pids
-
     # -- clients
     def hosts_file(self) -> Path:
         path = self.workdir / "client-hosts"
@@ -483,5 +405,5 @@ def last_json(stdout: str) -> dict[str, Any]:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-__all__ = ["ARTIFACTS_DIR", "E2E", "RECHECK", "StoppablePostgres", "IMAGE_REPOSITORY", "PREVIOUS_MLFLOW", "RUNNER_LABEL", "condition",
-           "last_json", "pinned_mlflow", "server_venv_for", "tutorial_env", "wait_for"]
+__all__ = ["ARTIFACTS_DIR", "E2E", "RECHECK", "StoppablePostgres", "IMAGE_REPOSITORY", "RUNNER_LABEL", "condition",
+           "last_json", "pinned_mlflow", "tutorial_env", "wait_for"]
