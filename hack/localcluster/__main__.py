@@ -8,6 +8,10 @@
     hack/cluster down     stop every process `up` started, remove its temp dir
     hack/cluster build    only build/refresh the cached binaries and CRDs; print where they are
                           (--node: the node's too: CoreDNS, the provisioner, their images)
+    hack/cluster ingress [--port N]   Traefik (IngressClass nginx, Gateway traefik/mlflow) on the
+                          node of the cluster `up --node` started, reached at 127.0.0.1:<port>
+                          (printed on stdout; `down` stops it too). Only when already built
+                          (`hack/cluster build --node`): exit 3 and say so otherwise
 
 The state of the cluster `up` started (pids, temp dir) is kept in
 ${XDG_CACHE_HOME:-~/.cache}/mlflow-operator/cluster/state.json; a stable copy of its admin
@@ -151,6 +155,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if ready and all(c.alive().values()) else 3
 
 
+def cmd_ingress(args: argparse.Namespace) -> int:
+    c = _load()
+    if c is None or c.node is None:
+        _err("no cluster with a real node started by `hack/cluster up --node`")
+        return 3
+    from . import ingress_controller
+
+    port_file = Path(c.workdir) / "ingress-forward.port"
+    running = [p for p in c.processes if p.name == "ingress-forward" and p.alive()]
+    if running and port_file.is_file():
+        print(port_file.read_text().strip())
+        return 0
+    missing = ingress_controller.missing()
+    if missing:
+        # A cold build is about 1,700 Go packages (25-60 min here): never started behind a demo.
+        _err(f"Traefik is not built ({', '.join(missing)}); `hack/cluster build --node` builds it")
+        return 3
+    try:
+        ingress = ingress_controller.install(c, log=_err, port=args.port)
+    except build.BuildError as exc:
+        _err(f"FAILED: {exc}")
+        return 1
+    tmp = state_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(c.to_state(), indent=2) + "\n")
+    tmp.replace(state_file())
+    print(ingress.port)
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     c = _load()
     if c is None:
@@ -217,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build/refresh the cached binaries and CRDs only")
     b.add_argument("--node", action="store_true", help="also the real node's components (CoreDNS, provisioner, Traefik, images)")
     b.set_defaults(func=cmd_build)
+    i = sub.add_parser("ingress", help="Traefik on the real node, reached from 127.0.0.1 (prints the port)")
+    i.add_argument("--port", type=int, default=0, help="loopback port of its entry point (default: a free one)")
+    i.set_defaults(func=cmd_ingress)
     args = parser.parse_args(argv)
     return args.func(args)
 

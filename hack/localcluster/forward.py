@@ -1,8 +1,8 @@
 """A TCP forwarder from the host's loopback into a network namespace (standard library only).
 
-    python3 forward.py --netns /proc/<pid>/ns/net --target 10.200.0.2:6443 --port-file FILE
+    python3 forward.py --netns /proc/<pid>/ns/net --target 10.200.0.2:6443 --port-file FILE [--port N]
 
-Binds 127.0.0.1:<free port> in the namespace it starts in (the host's), writes the port to
+Binds 127.0.0.1:<free port> (or N) in the namespace it starts in (the host's), writes the port to
 FILE, then joins the target namespace: every connection it accepts is relayed to a socket
 opened inside that namespace. So kubeconfigs on the host say https://127.0.0.1:<port> while
 the API server listens only on the node's address inside the cluster's namespace.
@@ -71,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--netns", required=True)
     parser.add_argument("--target", required=True, help="host:port inside the namespace")
     parser.add_argument("--port-file", required=True)
+    parser.add_argument("--port", type=int, default=0, help="the loopback port to listen on (default: a free one)")
     args = parser.parse_args(argv)
     host, port = args.target.rsplit(":", 1)
     target = (host, int(port))
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", args.port))
     listener.listen(128)
     # Join the namespace before any relay thread exists: threads inherit it, the listener stays
     # in the host's namespace where it was created.

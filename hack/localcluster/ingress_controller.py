@@ -326,9 +326,10 @@ class NodeIngress:
         return out
 
 
-def install(cluster, log: Log = _default_log, timeout: float = 180) -> NodeIngress:
+def install(cluster, log: Log = _default_log, timeout: float = 180, port: int = 0) -> NodeIngress:
     """Build if needed, load the image into the node, install the Gateway API CRDs (standard) and
-    Traefik; return once its pod is Ready and a loopback forwarder reaches its entry point."""
+    Traefik; return once its pod is Ready and a loopback forwarder reaches its entry point (on
+    127.0.0.1:`port`, by default a free port)."""
     if getattr(cluster, "node", None) is None:
         raise BuildError("the ingress controller runs on a real node: start(node=True, ingress=True)")
     t0 = time.monotonic()
@@ -348,7 +349,7 @@ def install(cluster, log: Log = _default_log, timeout: float = 180) -> NodeIngre
     port_file.unlink(missing_ok=True)
     fwd = Process.start("ingress-forward", [
         sys.executable, "-S", str(Path(__file__).with_name("forward.py")), f"--netns={cluster.node.netns_path}",
-        f"--target={cluster.node.ip}:{HOST_PORT}", f"--port-file={port_file}",
+        f"--target={cluster.node.ip}:{HOST_PORT}", f"--port-file={port_file}", f"--port={port}",
     ], workdir / "logs" / "ingress-forward.log", die_with_parent=not cluster.detached)
     cluster.processes.append(fwd)
     deadline = time.monotonic() + 10
