@@ -17,7 +17,7 @@ import sys
 import time
 
 from .base import BaseImageError
-from .build import PRODUCT_IMAGES, ImageBuildError, cached, ensure_images, specs
+from .build import ImageBuildError, cached, ensure_images, specs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help="operator and/or server (default: both)")
     parser.add_argument("--all", action="store_true", help="every image, the tests' own included")
     args = parser.parse_args(argv)
-    names = tuple(args.names) or (tuple(specs()) if args.all else PRODUCT_IMAGES)
+    names = tuple(args.names) or tuple(n for n, spec in specs().items() if args.all or not spec.test_only)
     unknown = set(names) - set(specs())
     if unknown:
         parser.error(f"unknown image {', '.join(sorted(unknown))}; known: {', '.join(specs())}")

@@ -89,7 +89,8 @@ class ImageSpec:
     # copy of the context with them written in, and the key hashes them instead of the originals.
     overrides: tuple[tuple[str, str], ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
-    # Built for the tests only (`make images` builds it; the demo never loads it).
+    # Built for the tests only: `make images-all` (`python -m images build --all`) builds it,
+    # `make images` and the demo do not.
     test_only: bool = False
 
 
