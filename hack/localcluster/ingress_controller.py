@@ -26,10 +26,18 @@ version bump that changes them fails loudly instead of building something else):
   left out (``NewDNSChallengeProviderByName`` becomes an error). HTTP-01/TLS-ALPN stay.
 
 The image (``localhost/localcluster/traefik:<v>``) is the binary in ``buildah from scratch``, run
-as UID 65532 under the restricted profile. The pod listens on 8000 (no NET_BIND_SERVICE) with
-hostPort 80 on the node address 10.200.0.2, inside the cluster's network namespace; the host
-reaches it through forward.py on a free loopback port (``NodeIngress.port``). Nothing listens
-anywhere else, and Traefik's version check and usage statistics are off (no traffic out).
+as UID 65532 under the restricted profile. The pod listens on 8000 (HTTP) and 8443 (HTTPS; no
+NET_BIND_SERVICE) with hostPorts 80 and 443 on the node address 10.200.0.2, inside the cluster's
+network namespace; the host reaches them through forward.py on free loopback ports
+(``NodeIngress.port``, ``NodeIngress.tls_port``). Nothing listens anywhere else, and Traefik's
+version check and usage statistics are off (no traffic out).
+
+HTTPS: the ingress-nginx provider serves an Ingress's ``spec.tls`` on the ``websecure`` entry
+point with the certificate of the Secret it names (and, as ingress-nginx does by default, answers
+plain HTTP for that host with a 308 to https://); a Gateway listener of protocol HTTPS on port
+8443 terminates TLS with its ``certificateRefs``. The installed Gateway ``traefik/mlflow`` has the
+HTTP listener only: a certificate is a team's, so a test that wants HTTPS through the Gateway API
+adds a Gateway of its own with the Secret beside it.
 
 Static settings a Traefik install needs for MLflow, which no Ingress or HTTPRoute can set (the
 README says so): the entry point's ``respondingTimeouts.readTimeout`` (Traefik's default 60 s cuts
@@ -59,6 +67,8 @@ GATEWAY_CONTROLLER = "traefik.io/gateway-controller"
 GATEWAY = "mlflow"
 ENTRYPOINT_PORT = 8000  # the Gateway listener's port must be an entry point's port in Traefik
 HOST_PORT = 80
+TLS_ENTRYPOINT_PORT = 8443  # an HTTPS Gateway listener names this port
+TLS_HOST_PORT = 443
 PING_PORT = 8082
 NAME = "traefik"
 MODULE = "github.com/traefik/traefik/v3"
@@ -196,10 +206,17 @@ def args() -> list[str]:
         # Traefik reads a whole request, body included, within this (default 60s): an upload
         # that takes longer is cut whatever the route says. 0: the routes' timeouts decide.
         "--entryPoints.web.transport.respondingTimeouts.readTimeout=0",
+        f"--entryPoints.websecure.address=:{TLS_ENTRYPOINT_PORT}",
+        "--entryPoints.websecure.transport.respondingTimeouts.readTimeout=0",
+        "--entryPoints.websecure.http.tls=true",
         f"--entryPoints.ping.address=:{PING_PORT}", "--ping.entryPoint=ping",
         "--providers.kubernetesIngressNGINX=true",
         f"--providers.kubernetesIngressNGINX.ingressClass={INGRESS_CLASS}",
         f"--providers.kubernetesIngressNGINX.controllerClass={INGRESS_NGINX_CONTROLLER}",
+        # An Ingress's plain-HTTP routers (and the redirect of a TLS host) on `web`, its TLS
+        # routers on `websecure`; without these every entry point would get both.
+        "--providers.kubernetesIngressNGINX.httpEntryPoint=web",
+        "--providers.kubernetesIngressNGINX.httpsEntryPoint=websecure",
         "--providers.kubernetesGateway=true",
         "--accessLog=true", "--accessLog.format=json",
         "--log.level=INFO",
@@ -278,6 +295,8 @@ def manifests() -> list[dict]:
                             "args": args(),
                             "ports": [
                                 {"name": "web", "containerPort": ENTRYPOINT_PORT, "hostPort": HOST_PORT, "protocol": "TCP"},
+                                {"name": "websecure", "containerPort": TLS_ENTRYPOINT_PORT, "hostPort": TLS_HOST_PORT,
+                                 "protocol": "TCP"},
                                 {"name": "ping", "containerPort": PING_PORT, "protocol": "TCP"},
                             ],
                             "readinessProbe": {"httpGet": {"path": "/ping", "port": PING_PORT}, "periodSeconds": 2},
@@ -299,11 +318,14 @@ def manifests() -> list[dict]:
 # ---------------------------------------------------------------- running
 @dataclass
 class NodeIngress:
-    """The running controller: `port` on 127.0.0.1 reaches its web entry point (node port 80)."""
+    """The running controller: `port` on 127.0.0.1 reaches its web entry point (node port 80),
+    `tls_port` its websecure entry point (node port 443)."""
 
     cluster: object
     port: int
     forwarder: Process
+    tls_port: int
+    tls_forwarder: Process
 
     ingress_class = INGRESS_CLASS
     gateway = {"name": GATEWAY, "namespace": NAMESPACE}
@@ -344,20 +366,29 @@ def install(cluster, log: Log = _default_log, timeout: float = 180, port: int = 
         pods = cluster.kubectl("get", "pods,events", "-n", NAMESPACE, "-o", "wide", check=False).stdout
         logs = cluster.kubectl("logs", "-n", NAMESPACE, f"deployment/{NAME}", "--tail=30", check=False).stdout
         raise BuildError(f"traefik did not become ready: {proc.stderr.strip()}\n{pods}\n{logs}")
+    port, fwd = _forward(cluster, "ingress-forward", HOST_PORT, port)
+    tls_port, tls_fwd = _forward(cluster, "ingress-forward-tls", TLS_HOST_PORT)
+    ingress = NodeIngress(cluster, port, fwd, tls_port, tls_fwd)
+    log(f"traefik {versions.TRAEFIK} serving IngressClass {INGRESS_CLASS} and Gateway {NAMESPACE}/{GATEWAY} "
+        f"on {cluster.node.ip}:{HOST_PORT} and :{TLS_HOST_PORT} (host: 127.0.0.1:{ingress.port} and "
+        f":{ingress.tls_port}) in {time.monotonic() - t0:.1f}s")
+    return ingress
+
+
+def _forward(cluster, name: str, node_port: int, local_port: int = 0) -> tuple[int, Process]:
+    """127.0.0.1:`local_port` (0: a free port) on the host relayed to `node_port` of the node's
+    address (forward.py)."""
     workdir = Path(cluster.workdir)
-    port_file = workdir / "ingress-forward.port"
+    port_file = workdir / f"{name}.port"
     port_file.unlink(missing_ok=True)
-    fwd = Process.start("ingress-forward", [
+    fwd = Process.start(name, [
         sys.executable, "-S", str(Path(__file__).with_name("forward.py")), f"--netns={cluster.node.netns_path}",
-        f"--target={cluster.node.ip}:{HOST_PORT}", f"--port-file={port_file}", f"--port={port}",
-    ], workdir / "logs" / "ingress-forward.log", die_with_parent=not cluster.detached)
+        f"--target={cluster.node.ip}:{node_port}", f"--port-file={port_file}", f"--port={local_port}",
+    ], workdir / "logs" / f"{name}.log", die_with_parent=not cluster.detached)
     cluster.processes.append(fwd)
     deadline = time.monotonic() + 10
     while not port_file.is_file():
         if not fwd.alive() or time.monotonic() > deadline:
-            raise BuildError(f"the ingress forwarder did not start: {tail(fwd.log)}")
+            raise BuildError(f"the ingress forwarder ({name}) did not start: {tail(fwd.log)}")
         time.sleep(0.02)
-    ingress = NodeIngress(cluster, int(port_file.read_text()), fwd)
-    log(f"traefik {versions.TRAEFIK} serving IngressClass {INGRESS_CLASS} and Gateway {NAMESPACE}/{GATEWAY} "
-        f"on {cluster.node.ip}:{HOST_PORT} (host: 127.0.0.1:{ingress.port}) in {time.monotonic() - t0:.1f}s")
-    return ingress
+    return int(port_file.read_text()), fwd

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -15,22 +17,26 @@ from tests.operator_fixtures import wait_for
 # Names under .example.test (RFC 6761: never resolves anywhere) go to the controller.
 DOMAIN = "example.test"
 
+# Port 443 (https://) goes to the controller's websecure entry point, any other to its web one.
 RESOLVE_TO_INGRESS = """
 import socket as _socket
 _getaddrinfo = _socket.getaddrinfo
+_HOSTS = {hosts!r}
 def _to_ingress(host, port, *args, **kwargs):
-    if isinstance(host, str) and host.endswith(".{domain}"):
-        return _getaddrinfo("127.0.0.1", {port}, *args, **kwargs)
+    if isinstance(host, str) and (host.endswith(".{domain}") or host in _HOSTS):
+        return _getaddrinfo("127.0.0.1", {tls_port} if str(port) in ("443", "https") else {port}, *args, **kwargs)
     return _getaddrinfo(host, port, *args, **kwargs)
 _socket.getaddrinfo = _to_ingress
 """
 
 
-def client_script(ingress, script: str) -> str:
-    """`script` for Real.client, with *.example.test resolved to the ingress controller."""
+def client_script(ingress, script: str, hosts: tuple[str, ...] = ()) -> str:
+    """`script` for Real.client, with *.example.test (and `hosts`, such as an example's own host
+    name) resolved to the ingress controller."""
     import textwrap
 
-    return RESOLVE_TO_INGRESS.format(domain=DOMAIN, port=ingress.port) + textwrap.dedent(script)
+    return RESOLVE_TO_INGRESS.format(domain=DOMAIN, port=ingress.port, tls_port=ingress.tls_port,
+                                     hosts=tuple(hosts)) + textwrap.dedent(script)
 
 
 @dataclass
@@ -53,13 +59,23 @@ class Answer:
 
 
 def request(ingress, host: str, method: str, path: str, body: bytes | None = None, *, chunk: int = 1 << 16,
-            pace: float = 0.0, headers: dict[str, str] | None = None, timeout: float = 120) -> Answer:
+            pace: float = 0.0, headers: dict[str, str] | None = None, timeout: float = 120,
+            tls: ssl.SSLContext | None = None) -> Answer:
     """One request to the controller with `Host: host`. The body is sent `chunk` bytes at a time,
     `pace` seconds apart (a slow upload). An error while sending (the controller answered early and
-    closed) does not lose its answer."""
-    conn = http.client.HTTPConnection("127.0.0.1", ingress.port, timeout=timeout)
+    closed) does not lose its answer. With `tls`, over HTTPS to the websecure entry point, `host`
+    as the TLS server name (SNI) and verified with that context."""
     t0 = time.monotonic()
     sent, error = 0, None
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", ingress.port, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", ingress.tls_port, timeout=timeout, context=tls)
+        try:
+            raw = socket.create_connection(("127.0.0.1", ingress.tls_port), timeout=timeout)
+            conn.sock = tls.wrap_socket(raw, server_hostname=host)
+        except OSError as exc:  # ssl.SSLError included: a certificate that does not verify
+            return Answer(None, {}, b"", 0, time.monotonic() - t0, f"TLS handshake: {exc!r}")
     try:
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", host)
@@ -86,13 +102,14 @@ def request(ingress, host: str, method: str, path: str, body: bytes | None = Non
     return out
 
 
-def wait_routed(ingress, host: str, path: str = "/health", timeout: float = 120) -> Answer:
+def wait_routed(ingress, host: str, path: str = "/health", timeout: float = 120,
+                tls: ssl.SSLContext | None = None) -> Answer:
     """Until the controller routes `host` to a server that answers 200 (it picks up a new Ingress or
     HTTPRoute a few seconds after it appears, and its backends once they are Ready)."""
     last: list[Answer] = []
 
     def probe():
-        a = request(ingress, host, "GET", path, timeout=10)
+        a = request(ingress, host, "GET", path, timeout=10, tls=tls)
         last[:] = [a]
         return a if a.status == 200 else None
 

@@ -30,10 +30,10 @@ from mlflow_operator.render import oidc as oidc_render
 from testservices import ServiceError
 from testservices.mlflowproc import start_entrypoint
 from testservices.oidc import Dex, DexClient, DexUser, OAuth2Proxy, free_port
+from tests.browser import Browser, spki_sha256
 
 from .conftest import ARTIFACTS_DIR, last_json, tutorial_env
 from .server_env import TUTORIAL
-from .test_e2e_ui import Browser, spki_sha256
 
 pytestmark = pytest.mark.timeout(1500)
 

@@ -248,7 +248,7 @@ def test_an_artifacts_only_server_behind_the_sidecar_refuses_anonymous_requests(
 def test_chromium_signs_in_through_the_route_and_the_ui_reads_an_artifact(split, tmp_path):
     import time
 
-    from .test_e2e_ui import Browser, spki_sha256
+    from tests.browser import Browser, spki_sha256
 
     cert = split.dex.tls.cert.read_text()
     browser = Browser(tmp_path, [f"--ignore-certificate-errors-spki-list={spki_sha256(cert)}"])
