@@ -329,6 +329,8 @@ class NodeIngress:
 
     ingress_class = INGRESS_CLASS
     gateway = {"name": GATEWAY, "namespace": NAMESPACE}
+    gateway_class = GATEWAY_CLASS
+    tls_entrypoint_port = TLS_ENTRYPOINT_PORT  # what an HTTPS Gateway listener names
     version = versions.TRAEFIK
 
     def logs(self, since_seconds: int | None = None) -> str:

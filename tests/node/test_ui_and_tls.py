@@ -20,11 +20,12 @@ import pytest
 from localcluster.certs import CertificateAuthority
 from testservices import REPO
 from tests.browser import Browser, spki_sha256
+from tests.operator_fixtures import get_json, wait_for
 from tests.workload.conftest import last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
-from .ingress_client import client_script, served, wait_routed
-from .test_examples_on_real_pods import _storage_class_like
+from .ingress_client import DOMAIN, client_script, served, wait_routed
+from .test_examples_on_real_pods import QUICK, _storage_class_like
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1500)]
 
@@ -109,3 +110,48 @@ def test_scenario3_tls_from_a_test_ca_the_tutorial_and_the_ui(real, node_ingress
     ajax = served(node_ingress, HOST, "/ajax-api/")
     assert ajax and any(e.get("DownstreamStatus") == 200 for e in ajax), ajax[-5:]
     assert all(e.get("TLSVersion") for e in ajax), f"a UI request did not come over TLS: {ajax[-3:]}"
+
+
+def test_httproute_behind_an_https_gateway_listener_with_a_test_ca(real, node_ingress, tmp_path):
+    """spec.gateway on a team's own Gateway whose HTTPS listener (port 8443: Traefik's websecure entry
+    point) terminates TLS with a certificate from the test's CA, the Secret beside the Gateway: the
+    rendered HTTPRoute is Accepted there, status.url is https://<host>, and the stock client logs and
+    reads back a run and an artifact through it with MLFLOW_TRACKING_SERVER_CERT_PATH; the same
+    call without it fails verification."""
+    host = f"secure.{real.namespace}.{DOMAIN}"
+    ca = CertificateAuthority(tmp_path / "ca", name="mlflow-operator node test CA")
+    # the host is in the SAN; a CN holds at most 64 characters and this host is longer
+    pair = ca.issue("gateway", "team-https gateway", server_sans=(f"DNS:{host}",), client=False)
+    real.secret("team-https-tls", {"tls.crt": pair.cert.read_text(), "tls.key": pair.key.read_text()},
+                "kubernetes.io/tls")
+    real.apply({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": "team-https", "namespace": real.namespace},
+                "spec": {"gatewayClassName": node_ingress.gateway_class, "listeners": [{
+                    "name": "https", "protocol": "HTTPS", "port": node_ingress.tls_entrypoint_port, "hostname": host,
+                    "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "team-https-tls"}]},
+                    "allowedRoutes": {"namespaces": {"from": "Same"}}}]}})
+    real.apply({"apiVersion": "mlflow-operator.dev/v1alpha1", "kind": "TrackingServer",
+                "metadata": {"name": "secure", "namespace": real.namespace},
+                "spec": {"gateway": {"parentRefs": [{"name": "team-https"}], "hostnames": [host]}}})
+    live = real.timed("ready", lambda: real.wait_ready("secure"))
+    url = live["status"]["url"]
+    assert url == f"https://{host}", url
+
+    def accepted():
+        route = get_json(real.cluster, "httproute", "secure", "-n", real.namespace)
+        conds = {c["type"]: c["status"] for p in (route.get("status") or {}).get("parents") or []
+                 for c in p.get("conditions", [])}
+        return route if conds.get("Accepted") == "True" and conds.get("ResolvedRefs") == "True" else None
+
+    wait_for("the HTTPRoute Accepted by the HTTPS Gateway", accepted, timeout=120, interval=1, explain=real.explain)
+    real.timed("routed", lambda: wait_routed(node_ingress, host, tls=ssl.create_default_context(cafile=str(ca.cert)),
+                                             timeout=180))
+
+    env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+    out = last_json(real.client(client_script(node_ingress, QUICK), {
+        **env, "MLFLOW_TRACKING_SERVER_CERT_PATH": str(ca.cert), "EXAMPLE": "gateway-tls"}).stdout)
+    assert out["artifact_uri"].startswith("mlflow-artifacts:/") and out["downloaded"] == "hello from gateway-tls\n", out
+    refused = last_json(real.client(client_script(node_ingress, ONE_CALL), env).stdout)["outcome"]
+    assert "CERTIFICATE_VERIFY_FAILED" in refused, refused
+    calls = served(node_ingress, host, "/api/2.0/")
+    assert calls and all(e.get("TLSVersion") for e in calls), f"a call did not come over TLS: {calls[-3:]}"
