@@ -40,8 +40,7 @@ test: setup system-deps build-control-plane
 test-serial: setup system-deps build images-all
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-e2e: setup system-deps build
-	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+test-e2e: test-node
 
 # Builds (or finds cached) the control plane binaries and the real node's components (kubelet,
 # kube-proxy, CoreDNS, local-path-provisioner, their images) before pytest starts, so a cold build

@@ -1,6 +1,6 @@
 """MLflow's remote-tracking tutorial against your tracking server, with checks.
 
-    pip install mlflow==3.18.0 scikit-learn
+    pip install mlflow scikit-learn      # any MLflow 3 client
     MLFLOW_TRACKING_URI=http://localhost:5000 python examples/tutorial.py
 
 Autologs a RandomForestRegressor on the diabetes data (autolog logs the model), logs a param, a

@@ -32,5 +32,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-        if Path(item.path).name.startswith("test_e2e_"):
+        if tier == "node":  # the end-to-end tier: real pods, real controllers, the stock client
             item.add_marker(pytest.mark.e2e)

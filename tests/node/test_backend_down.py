@@ -22,7 +22,7 @@ import pytest
 
 from testservices.postgres import Postgres
 from tests.operator_fixtures import condition, wait_for
-from tests.workload.conftest import RECHECK, StoppablePostgres, last_json, tutorial_env
+from tests.workload.server_env import RECHECK, StoppablePostgres, last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
 from .test_examples_on_real_pods import QUICK

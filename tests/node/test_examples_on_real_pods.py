@@ -18,7 +18,7 @@ import pytest
 
 from mlflow_operator.constants import READY_PATH
 from tests.operator_fixtures import condition, get_json, wait_for
-from tests.workload.conftest import RECHECK, last_json, tutorial_env
+from tests.workload.server_env import RECHECK, last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
 pytestmark = pytest.mark.timeout(1500)

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from tests.operator_fixtures import get_json, wait_for
-from tests.workload.conftest import last_json, tutorial_env
+from tests.workload.server_env import last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
 from .ingress_client import (DOMAIN, backend_ip, client_script, is_mlflow_json, pod_ips, request, served,

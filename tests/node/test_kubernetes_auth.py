@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.operator_fixtures import get_json, wait_for
-from tests.workload.conftest import last_json, tutorial_env
+from tests.workload.server_env import last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1500)]

@@ -26,7 +26,7 @@ import pytest
 
 from testservices import REPO
 from tests.operator_fixtures import get_json, wait_for
-from tests.workload.conftest import last_json, tutorial_env
+from tests.workload.server_env import last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
 from .container_memory import ContainerMemory, mib

@@ -21,7 +21,7 @@ from localcluster.certs import CertificateAuthority
 from testservices import REPO
 from tests.browser import Browser, spki_sha256
 from tests.operator_fixtures import get_json, wait_for
-from tests.workload.conftest import last_json, tutorial_env
+from tests.workload.server_env import last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
 from .ingress_client import DOMAIN, client_script, served, wait_routed

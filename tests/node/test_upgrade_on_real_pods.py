@@ -27,7 +27,7 @@ from images.build import ImageBuildError, ensure_images
 from images.previous import PREVIOUS_MLFLOW
 from mlflow_operator.constants import MLFLOW_VERSION
 from tests.operator_fixtures import get_json, wait_for
-from tests.workload.conftest import last_json, tutorial_env
+from tests.workload.server_env import last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
 
 pytestmark = pytest.mark.timeout(1800)

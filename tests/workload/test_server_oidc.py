@@ -32,7 +32,7 @@ from testservices.mlflowproc import start_entrypoint
 from testservices.oidc import Dex, DexClient, DexUser, OAuth2Proxy, free_port
 from tests.browser import Browser, spki_sha256
 
-from .conftest import ARTIFACTS_DIR, last_json, tutorial_env
+from .server_env import ARTIFACTS_DIR, last_json, tutorial_env
 from .server_env import TUTORIAL
 
 pytestmark = pytest.mark.timeout(1500)

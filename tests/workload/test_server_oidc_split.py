@@ -30,7 +30,7 @@ from testservices.mlflowproc import start_entrypoint
 from testservices.nginx import ARTIFACT_PREFIXES, Nginx
 from testservices.oidc import Dex, DexClient, OAuth2Proxy, free_port
 
-from .conftest import last_json, tutorial_env
+from .server_env import last_json, tutorial_env
 from .server_env import TUTORIAL
 from .test_server_oidc import ALICE, BOB, CLIENT_SECRET, MALLORY, bearer, local_proxy_args, secret_env
 

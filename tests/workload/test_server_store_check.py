@@ -124,7 +124,7 @@ def test_readiness_asks_the_database_and_recovers_with_it(mlflow_server, entrypo
     names it, never the password), 200 again when it is back; /health (startup, liveness) stays 200."""
     from testservices.postgres import Postgres
 
-    from .conftest import StoppablePostgres
+    from .server_env import StoppablePostgres
 
     pg = Postgres().start()  # this test stops its database: not the session's shared one
     try:
