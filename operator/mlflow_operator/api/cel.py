@@ -152,6 +152,11 @@ def string_rule(name: str, cel: str, check: Callable[[str], bool], message: str,
            )
 
 
+def pattern_rule(name: str, pattern: str, message: str, reason: str = INVALID) -> Rule:
+    """A string must match `pattern`: the API server's CEL and render's check read the same regex."""
+    return string_rule(name, f"self.matches({cel_str(pattern)})", lambda v: matches(pattern, v), message, reason)
+
+
 def dns_subdomain_rule(what: str, example: str) -> Rule:
     return string_rule(
         f"{what}-dns-subdomain",

@@ -20,6 +20,7 @@ from .cel import (
     cel_str,
     checked,
     dns_subdomain_rule,
+    pattern_rule,
     is_dns_subdomain,
     matches,
     string_rule,
@@ -132,10 +133,9 @@ HostName = checked(
 )
 ImageReference = checked(
     str,
-    string_rule(
+    pattern_rule(
         "image-reference",
-        f"self.matches({cel_str(IMAGE_REFERENCE)})",
-        lambda v: matches(IMAGE_REFERENCE, v),
+        IMAGE_REFERENCE,
         "must be an image reference such as ghcr.io/team/mlflow-server:3.18.0 or "
         "registry.example.com/mlflow@sha256:<digest>: lower-case repository, no scheme (https://)",
     ),
@@ -395,10 +395,9 @@ class AdminSecretRef(ApiModel):
 AUDIENCE = r"^[^\s]{1,253}$"
 Audience = checked(
     str,
-    string_rule(
+    pattern_rule(
         "audience",
-        f"self.matches({cel_str(AUDIENCE)})",
-        lambda v: matches(AUDIENCE, v),
+        AUDIENCE,
         "must be a token audience without spaces, such as mlflow.team-a",
     ),
     max_length=253,
@@ -423,10 +422,9 @@ class KubernetesAuth(ApiModel):
 ISSUER_URL = r"^https://[^/?#\s]+(/[^?#\s]*)?$"
 IssuerUrl = checked(
     str,
-    string_rule(
+    pattern_rule(
         "issuer-url",
-        f"self.matches({cel_str(ISSUER_URL)})",
-        lambda v: matches(ISSUER_URL, v),
+        ISSUER_URL,
         "must be the provider's https:// issuer URL without query or fragment, such as "
         "https://dex.example.com or https://login.example.com/realms/ml",
     ),
@@ -436,10 +434,9 @@ IssuerUrl = checked(
 CLIENT_ID = r"^[!-~]{1,255}$"
 ClientId = checked(
     str,
-    string_rule(
+    pattern_rule(
         "client-id",
-        f"self.matches({cel_str(CLIENT_ID)})",
-        lambda v: matches(CLIENT_ID, v),
+        CLIENT_ID,
         "must be the OAuth client id registered at the provider: visible ASCII, no spaces",
     ),
     max_length=255,
@@ -449,10 +446,9 @@ ClientId = checked(
 GROUP_NAME = r"^[^,\s][^,]{0,254}$"
 GroupName = checked(
     str,
-    string_rule(
+    pattern_rule(
         "group-name",
-        f"self.matches({cel_str(GROUP_NAME)})",
-        lambda v: matches(GROUP_NAME, v),
+        GROUP_NAME,
         "must be a group name as the provider's groups claim carries it, without commas and not "
         "starting with a space, such as ml-team or /org/ml",
     ),
@@ -461,10 +457,9 @@ GroupName = checked(
 CLAIM_NAME = r"^[A-Za-z0-9_:.\-/]{1,128}$"
 ClaimName = checked(
     str,
-    string_rule(
+    pattern_rule(
         "claim-name",
-        f"self.matches({cel_str(CLAIM_NAME)})",
-        lambda v: matches(CLAIM_NAME, v),
+        CLAIM_NAME,
         "must be a claim name such as groups or roles",
     ),
     max_length=128,
@@ -472,10 +467,9 @@ ClaimName = checked(
 REDIRECT_URL = r"^https?://[^/?#\s]+/oauth2/callback$"
 RedirectUrl = checked(
     str,
-    string_rule(
+    pattern_rule(
         "redirect-url",
-        f"self.matches({cel_str(REDIRECT_URL)})",
-        lambda v: matches(REDIRECT_URL, v),
+        REDIRECT_URL,
         "must be the server's own address followed by /oauth2/callback, such as "
         "https://mlflow.team.example.com/oauth2/callback (register the same URL at the provider)",
     ),
@@ -601,10 +595,9 @@ UploadSize = checked(
 )
 AllowedHost = checked(
     str,
-    string_rule(
+    pattern_rule(
         "allowed-host",
-        f"self.matches({cel_str(ALLOWED_HOST)})",
-        lambda v: matches(ALLOWED_HOST, v),
+        ALLOWED_HOST,
         "must be a host name or pattern with an optional port, such as mlflow.example.com, "
         "*.example.com or mlflow:5000, not a URL",
     ),
@@ -613,10 +606,9 @@ AllowedHost = checked(
 )
 CorsOrigin = checked(
     str,
-    string_rule(
+    pattern_rule(
         "cors-origin",
-        f"self.matches({cel_str(ORIGIN)})",
-        lambda v: matches(ORIGIN, v),
+        ORIGIN,
         "must be an origin: scheme://host[:port] without a path, such as "
         "https://notebooks.example.com (or *)",
     ),
@@ -689,8 +681,7 @@ GatewayGroup = checked(
 KIND_NAME = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
 GatewayKind = checked(
     str,
-    string_rule("kind", f"self.matches({cel_str(KIND_NAME)})", lambda v: matches(KIND_NAME, v),
-                "must be a kind such as Gateway or ListenerSet"),
+    pattern_rule("kind",KIND_NAME,"must be a kind such as Gateway or ListenerSet"),
     min_length=1,
     max_length=63,
 )
@@ -968,10 +959,9 @@ _OWNED_ENV_CEL = "{" + ", ".join(f"{cel_str(k)}: {cel_str(v)}" for k, v in OWNED
 
 EnvName = checked(
     str,
-    string_rule(
+    pattern_rule(
         "env-name",
-        f"self.matches({cel_str(ENV_NAME)})",
-        lambda v: matches(ENV_NAME, v),
+        ENV_NAME,
         "must be a variable name: letters, digits, '_', '-' and '.', not starting with a digit, "
         "such as MLFLOW_S3_UPLOAD_EXTRA_ARGS",
     ),
