@@ -83,6 +83,8 @@ class Row:
     edit_rolled_out_s: float | None = None
     delete_s: float | None = None
     peak_rss_mb: float = 0.0
+    # where the peak comes from: (phase, VmHWM so far, VmRSS now) of the process in that phase
+    rss_by_phase: list[tuple[str, float, float]] = field(default_factory=list)
     cpu_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     # by "verb resource", for the lines under the table
@@ -95,11 +97,19 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_peak_rss_mb(pid: int) -> float:
+def proc_memory_mb(pid: int, field_name: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field_name}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    return proc_memory_mb(pid, "VmHWM")
+
+
+def note_memory(row: "Row", phase: str, pid: int) -> None:
+    row.rss_by_phase.append((phase, proc_peak_rss_mb(pid), proc_memory_mb(pid, "VmRSS")))
 
 
 def reconcile_counts(metrics_url: str) -> dict[str, float]:
@@ -250,6 +260,7 @@ def measure(n: int, args) -> Row:
         latency: dict[str, float] = {}
         ready = wait_all_ready(api, n, t0, args.timeout, latencies=latency)
         converged_wall = audit.now()
+        note_memory(row, "converged", op.proc.pid)
         row.all_ready_s = max(ready.values()) if len(ready) >= n else float("nan")
         if len(ready) < n:
             row.notes.append(f"only {len(ready)}/{n} Ready within {args.timeout:g} s")
@@ -265,6 +276,7 @@ def measure(n: int, args) -> Row:
         cpu_before = proc_cpu_seconds(op.proc.pid)
         time.sleep(args.idle_seconds)
         idle_cpu = proc_cpu_seconds(op.proc.pid) - cpu_before
+        note_memory(row, "idle minute", op.proc.pid)
         idle = audit.count_by_verb(cluster.audit_log, OPERATOR_USER, converged_wall, audit.now())
         row.idle_writes = sum(v for k, v in idle.items() if k in audit.WRITE_VERBS)
         row.idle_reads = sum(v for k, v in idle.items() if k in audit.READ_VERBS)
@@ -281,6 +293,7 @@ def measure(n: int, args) -> Row:
         ops.append(op)
         time.sleep(args.idle_seconds)
         after = audit.count_by_verb(cluster.audit_log, OPERATOR_USER, restarted_wall, audit.now())
+        note_memory(row, "restarted, a minute on", op.proc.pid)
         row.restart_writes = sum(v for k, v in after.items() if k in audit.WRITE_VERBS)
         row.restart_reads = sum(v for k, v in after.items() if k in audit.READ_VERBS)
 
@@ -300,6 +313,7 @@ def measure(n: int, args) -> Row:
         if len(rollouts.rolled_out) >= n:
             row.edit_rolled_out_s = max(rollouts.rolled_out.values())
         row.reconverge_s = max(edited.values()) if len(edited) >= n else None
+        note_memory(row, "edit re-converged", op.proc.pid)
         if len(edited) < n:
             row.notes.append(f"only {len(edited)}/{n} re-converged within {args.timeout:g} s")
 
@@ -316,6 +330,7 @@ def measure(n: int, args) -> Row:
             time.sleep(1.0)
         row.cpu_seconds += proc_cpu_seconds(op.proc.pid)
         row.peak_rss_mb = max(row.peak_rss_mb, proc_peak_rss_mb(op.proc.pid))
+        note_memory(row, "deleted", op.proc.pid)
         if provisioner.errors:
             row.notes.append(f"provisioner errors: {provisioner.errors[:2]}")
     finally:
@@ -380,6 +395,9 @@ def report(rows: list[Row], calibration: float, load: tuple[float, float, float]
         for label, counts in (("convergence", r.convergence_by_resource), ("re-convergence", r.edit_by_resource)):
             if counts:
                 print(f"N={r.n} operator requests during {label}: " + ", ".join(f"{k} {v}" for k, v in list(counts.items())[:12]))
+        if r.rss_by_phase:
+            print(f"N={r.n} operator memory (peak so far / now): " + ", ".join(
+                f"{phase} {peak:.0f}/{now:.0f} MB" for phase, peak, now in r.rss_by_phase))
         for note in r.notes:
             print(f"note N={r.n}: {note}")
     print()

@@ -99,10 +99,25 @@ class State:
     tasks: list[asyncio.Task] = field(default_factory=list)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf builds a diff base for every watch event (a deep copy of the whole body, managedFields
+    and all) for its change handlers. The operator has none (indexes, event handlers and its own
+    work queue), so it builds and keeps none: at 500 servers that copy was a tenth of the CPU."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = LEGACY_FINALIZER
     # Our own events are explicit (kopf.event); log lines stay logs.
     settings.posting.level = logging.WARNING
