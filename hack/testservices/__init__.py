@@ -4,6 +4,7 @@
 - ``mysql``: Debian's MariaDB (mariadb-install-db + mariadbd in a temp dir, a password user).
 - ``s3``: MinIO built from its Go module (cached), an S3-compatible server.
 - ``azurite``: Azurite (Microsoft's Azure Storage emulator) installed with npm (cached), its blob service.
+- ``gcs``: fake-gcs-server built from its Go module (``gobinaries``, cached), a Google Cloud Storage server.
 - ``oidc``: Dex (a real OpenID Connect provider, TLS, static users with groups) and oauth2-proxy,
   both built from their Go modules (``gobinaries``, cached).
 - ``nginx``: Debian's NGINX with a generated config (path routing, body size, timeouts).

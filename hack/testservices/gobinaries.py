@@ -1,4 +1,4 @@
-"""Go programs the OIDC tests run, built from their Go modules and cached.
+"""Go programs the tests run, built from their Go modules and cached.
 
 - oauth2-proxy (the OIDC sign-in sidecar of ``auth.type: OIDC``): ``go install`` of
   github.com/oauth2-proxy/oauth2-proxy/v7 at OAUTH2_PROXY_VERSION (its go.mod has no replace
@@ -8,6 +8,8 @@
   is built from a throwaway module that requires it (api/v2 then comes from the module proxy at
   the version Dex requires). Dex tags (v2.x) do not match its module path, so the module proxy
   serves them only as pseudo-versions: DEX_VERSION is Dex v2.45.1's commit.
+- fake-gcs-server (the Google Cloud Storage server of the GCS artifact tests): ``go install`` of
+  github.com/fsouza/fake-gcs-server at FAKE_GCS_SERVER_VERSION (no replace directive either).
 
 Each binary is cached at ``<cache>/bin/<name>/<version>/<name>`` with ``.build-seconds`` (the
 cold build's wall time) beside it; a warm cache builds nothing. Builds take a file lock, so two
@@ -33,13 +35,15 @@ OAUTH2_PROXY_VERSION = "v7.15.6"
 DEX_MODULE = "github.com/dexidp/dex"
 DEX_VERSION = "v0.0.0-20260303133905-11d2eeb52b42"  # Dex v2.45.1 (tag commit 11d2eeb52b42)
 DEX_API_VERSION = "v2.4.0"  # github.com/dexidp/dex/api/v2, as Dex v2.45.1's go.mod requires
+FAKE_GCS_SERVER_MODULE = "github.com/fsouza/fake-gcs-server"
+FAKE_GCS_SERVER_VERSION = "v1.56.1"
 BUILD_TIMEOUT = 90 * 60
 
 
 def _go() -> str:
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
     if go is None:
-        raise ServiceError("oauth2-proxy and Dex are built from source and `go` is not on PATH (install Go 1.26+)")
+        raise ServiceError("oauth2-proxy, Dex and fake-gcs-server are built from source and `go` is not on PATH (install Go 1.26+)")
     return go
 
 
@@ -72,15 +76,24 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def oauth2_proxy_binary() -> Path:
+def _go_install(name: str, module: str, version: str) -> Path:
+    """``go install module@version`` (a module without replace directives), cached as ``name``."""
     def run(tmp: Path, fh):
         return subprocess.run(
-            [_go(), "install", "-p", "2", f"{OAUTH2_PROXY_MODULE}@{OAUTH2_PROXY_VERSION}"],
+            [_go(), "install", "-p", "2", f"{module}@{version}"],
             stdout=fh, stderr=subprocess.STDOUT, env=_env(GOBIN=str(tmp)), timeout=BUILD_TIMEOUT,
             cwd=tempfile.gettempdir(),
         )
 
-    return _build("oauth2-proxy", OAUTH2_PROXY_VERSION, run)
+    return _build(name, version, run)
+
+
+def oauth2_proxy_binary() -> Path:
+    return _go_install("oauth2-proxy", OAUTH2_PROXY_MODULE, OAUTH2_PROXY_VERSION)
+
+
+def fake_gcs_server_binary() -> Path:
+    return _go_install("fake-gcs-server", FAKE_GCS_SERVER_MODULE, FAKE_GCS_SERVER_VERSION)
 
 
 def dex_binary() -> Path:
@@ -114,6 +127,6 @@ def build_seconds(binary: Path) -> str:
 
 
 if __name__ == "__main__":  # `make build`: before pytest, so a cold build never counts against a test's timeout
-    for build in (oauth2_proxy_binary, dex_binary):
+    for build in (oauth2_proxy_binary, dex_binary, fake_gcs_server_binary):
         path = build()
         print(f"{path} (cold build: {build_seconds(path)} s)")

@@ -8,6 +8,7 @@ Fixtures (all fail with the reason, never skip, when a real part cannot be provi
   ``mysql://`` URI; ``mysql_uri``: a fresh empty database on it.
 - ``s3``: a running MinIO ``S3Server``; ``s3.create_bucket(name)``, ``s3.env()``.
 - ``azurite``: a running Azurite blob service (``Azurite``); ``azurite.connection_string(host, port)``.
+- ``gcs``: a running fake-gcs-server (``FakeGCSServer``); ``gcs.create_bucket(name)``, ``gcs.env()``.
 - ``pg_uri``: a fresh empty database URI on ``postgres``; ``migrated_pg_uri``: one migrated by
   ``mlflow-entrypoint migrate``.
 - ``mlflow_server``: factory ``mlflow_server(env, name=...)`` -> ``ServerProc`` running
@@ -26,6 +27,7 @@ import pytest
 
 from . import ServiceError
 from .azurite import Azurite
+from .gcs import FakeGCSServer
 from .mlflowproc import run_entrypoint, start_entrypoint
 from .mysql import MySQL
 from .nginx import Nginx
@@ -80,6 +82,13 @@ def s3():
 @pytest.fixture(scope="session")
 def azurite():
     server = _provide("the Azure Blob emulator (Azurite)", lambda: Azurite().start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    server = _provide("the Google Cloud Storage server (fake-gcs-server)", lambda: FakeGCSServer().start())
     yield server
     server.stop()
 
