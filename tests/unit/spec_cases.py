@@ -42,6 +42,8 @@ VALID_SPECS: dict[str, dict[str, Any]] = {
         "artifacts": {"destination": S3, "s3": {"endpointUrl": "https://s3.example.com:9000", "ignoreTls": True}},
     },
     "direct-gcs": {"artifacts": {"mode": "Direct", "defaultArtifactRoot": "gs://bucket"}},
+    "gcs-compatible-endpoint": {"artifacts": {"destination": "gs://bucket/mlflow",
+                                              "gcs": {"endpointUrl": "http://fake-gcs.storage.svc:4443"}}},
     "volume-basic-auth-admin-ref": {
         "artifacts": {"destination": "/data/artifacts"},
         "auth": {"type": "Basic", "adminSecretRef": {"name": "admin"}},
@@ -137,6 +139,16 @@ RULE_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "s3-endpoint-without-scheme": (
         {"artifacts": {"s3": {"endpointUrl": "minio.storage.svc:9000"}}},
         ["s3-endpoint-format"],
+    ),
+    "gcs-endpoint-without-scheme": (
+        {"artifacts": {"destination": "gs://bucket", "gcs": {"endpointUrl": "fake-gcs.storage.svc:4443"}}},
+        ["gcs-endpoint-format"],
+    ),
+    "gcs-endpoint-with-key": (
+        {"artifacts": {"destination": "gs://bucket", "gcs": {
+            "endpointUrl": "http://fake-gcs.storage.svc:4443",
+            "serviceAccountKey": {"secretKeyRef": {"name": "gcs", "key": "key.json"}}}}},
+        ["gcs-endpoint-no-key"],
     ),
     "local-artifacts-many-pods": ({"backendStore": DATABASE, "replicas": 2}, ["shared-volume"]),
     "split-local-artifacts-many-pods": (

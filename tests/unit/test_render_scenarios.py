@@ -233,6 +233,17 @@ def test_artifacts_only_server_with_gcs_key_file():
     assert mounts(container(deploy, "check", init=True)) == mounts(server)
 
 
+def test_gcs_compatible_endpoint_is_storage_emulator_host_without_a_key_file():
+    ts = load_example("06-artifacts-only.yaml")
+    ts["spec"]["artifacts"]["gcs"] = {"endpointUrl": "http://fake-gcs.storage.svc:4443"}
+    deploy = one(render(ts), "Deployment", "gcs-artifacts")
+    for c in (container(deploy), container(deploy, "check", init=True)):  # the check lists the same endpoint
+        e = env(c)
+        assert e["STORAGE_EMULATOR_HOST"] == "http://fake-gcs.storage.svc:4443"
+        assert "GOOGLE_APPLICATION_CREDENTIALS" not in e
+    assert "gcs-credentials" not in volume_names(deploy)
+
+
 # --- 6b. split: metadata pods + artifacts-only pods behind one endpoint -------------------------
 
 

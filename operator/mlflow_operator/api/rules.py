@@ -165,6 +165,31 @@ SPEC_RULES: tuple[Rule, ...] = (
         or bool(d.HTTP_URL_RE.match(s.artifacts.s3.endpoint_url)),
     ),
     Rule(
+        "gcs-endpoint-format",
+        "!has(self.artifacts.gcs) || !has(self.artifacts.gcs.endpointUrl) || "
+        f"self.artifacts.gcs.endpointUrl.matches({_cel_str(HTTP_URL)})",
+        "artifacts.gcs.endpointUrl must be an http:// or https:// URL with a host, e.g. "
+        "http://fake-gcs.storage.svc:4443",
+        "artifacts.gcs.endpointUrl",
+        lambda s: s.artifacts.gcs is None
+        or s.artifacts.gcs.endpoint_url is None
+        or bool(d.HTTP_URL_RE.match(s.artifacts.gcs.endpoint_url)),
+    ),
+    Rule(
+        # google-cloud-storage's Client() takes anonymous credentials whenever STORAGE_EMULATOR_HOST
+        # is set and none are passed (MLflow passes none): the key would be mounted and never sent.
+        "gcs-endpoint-no-key",
+        "!has(self.artifacts.gcs) || !has(self.artifacts.gcs.endpointUrl) || "
+        "!has(self.artifacts.gcs.serviceAccountKey)",
+        "artifacts.gcs.serviceAccountKey is not used with artifacts.gcs.endpointUrl: "
+        "google-cloud-storage sends no credentials to a GCS-compatible endpoint (STORAGE_EMULATOR_HOST); "
+        "remove one of them",
+        "artifacts.gcs.serviceAccountKey",
+        lambda s: s.artifacts.gcs is None
+        or s.artifacts.gcs.endpoint_url is None
+        or s.artifacts.gcs.service_account_key is None,
+    ),
+    Rule(
         "shared-volume",
         f"{EMBEDDED} || !{LOCAL_ARTIFACTS} || 'ReadWriteMany' in self.storage.accessModes || "
         "!(self.artifacts.mode == 'Split' ? "

@@ -239,8 +239,16 @@ class S3Settings(ApiModel):
 
 
 class GCSSettings(ApiModel):
-    """Google Cloud Storage."""
+    """Google Cloud Storage or a GCS-compatible server."""
 
+    endpoint_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Endpoint of a GCS-compatible server (an emulator such as fake-gcs-server), "
+        "e.g. http://fake-gcs.storage.svc:4443 (STORAGE_EMULATOR_HOST). google-cloud-storage "
+        "sends no credentials to it, so serviceAccountKey does not go with it. Leave out for "
+        "Google Cloud Storage.",
+    )
     service_account_key: SecretValue | None = Field(
         default=None,
         description="A service account JSON key. It is mounted as a file and named by "
@@ -951,6 +959,7 @@ OWNED_ENV: dict[str, str] = {
     "AWS_ACCESS_KEY_ID": "set spec.artifacts.s3.accessKeyId",
     "AWS_SECRET_ACCESS_KEY": "set spec.artifacts.s3.secretAccessKey",
     "GOOGLE_APPLICATION_CREDENTIALS": "set spec.artifacts.gcs.serviceAccountKey",
+    "STORAGE_EMULATOR_HOST": "set spec.artifacts.gcs.endpointUrl",
     "AZURE_STORAGE_CONNECTION_STRING": "set spec.artifacts.azure.connectionString",
     "AZURE_STORAGE_ACCESS_KEY": "set spec.artifacts.azure.accessKey",
 }

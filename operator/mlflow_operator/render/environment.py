@@ -164,6 +164,8 @@ def storage_credentials_env(ts: TrackingServer) -> Env:
             env.append(from_secret("AWS_ACCESS_KEY_ID", s3.access_key_id))
         if s3.secret_access_key:
             env.append(from_secret("AWS_SECRET_ACCESS_KEY", s3.secret_access_key))
+    if artifacts.gcs and artifacts.gcs.endpoint_url:
+        env.append(value("STORAGE_EMULATOR_HOST", artifacts.gcs.endpoint_url))
     if artifacts.gcs and artifacts.gcs.service_account_key:
         env.append(value("GOOGLE_APPLICATION_CREDENTIALS", f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_FILE}"))
     if artifacts.azure:
