@@ -10,7 +10,7 @@ operator installed by `helm install` of its chart, TrackingServers served by rea
   the image the chart's value names (`--default-image`). The Gateway API and ServiceMonitor CRDs are
   installed first, as on a cluster with a Gateway implementation and Prometheus.
 - ``real`` (function): the helper of one test: a namespace (restricted too), examples moved into it,
-  PostgreSQL, MariaDB, MinIO and Azurite reachable from pods (tests/node/reach.py), `kubectl port-forward` to a
+  PostgreSQL, MariaDB, MinIO, Azurite and fake-gcs-server reachable from pods (tests/node/reach.py), `kubectl port-forward` to a
   Service, the stock client outside the cluster, and what to show when a wait fails.
 """
 from __future__ import annotations
@@ -167,6 +167,10 @@ class Real:
     def azurite(self):
         return self.request.getfixturevalue("azurite")
 
+    @property
+    def gcs(self):
+        return self.request.getfixturevalue("gcs")
+
     def timed(self, what: str, fn):
         t0 = time.monotonic()
         try:
@@ -227,6 +231,11 @@ class Real:
         """MinIO as pods reach it (minio.<namespace>.svc:9000)."""
         self._for_pods("minio", int(self.s3.endpoint.rsplit(":", 1)[1]), 9000)
         return f"http://minio.{self.namespace}.svc:9000"
+
+    def gcs_endpoint(self) -> str:
+        """fake-gcs-server as pods reach it (fake-gcs.<namespace>.svc:4443), for STORAGE_EMULATOR_HOST."""
+        self._for_pods("fake-gcs", self.gcs.port, 4443)
+        return f"http://fake-gcs.{self.namespace}.svc:4443"
 
     def bucket(self, name: str) -> str:
         client = self.s3.client()

@@ -3,13 +3,14 @@
 The server's readiness probe is answered by MLflow itself in the image `make images` built (an HTTP
 GET of the image's /readyz on the mlflow container's port); the migration Job runs that image against
 PostgreSQL; the stock client runs outside the cluster through `kubectl port-forward`. PostgreSQL,
-MariaDB, MinIO and Azurite are the test services on the host's loopback, reached by pods through a
-Service of their namespace (reach.py). What each example needs beyond `kubectl apply` is done here
+MariaDB, MinIO, Azurite and fake-gcs-server are the test services on the host's loopback, reached by
+pods through a Service of their namespace (reach.py). What each example needs beyond `kubectl apply` is done here
 as a user would do it and said where it is done: its Secrets (the commands in its comments), a
 StorageClass it names, and a local server in place of a cloud endpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import textwrap
@@ -57,7 +58,7 @@ print(json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experimen
 # An artifacts-only server has no tracking API: the client uses its artifact repository directly.
 # A text file and 3 MiB of random bytes (several multipart-sized reads), which must come back identical.
 ARTIFACTS_ONLY = r"""
-import json, os, tempfile
+import hashlib, json, os, tempfile
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 repo = get_artifact_repository("mlflow-artifacts:/node-check")
 d = tempfile.mkdtemp()
@@ -71,7 +72,8 @@ repo.log_artifact(os.path.join(d, "data.bin"), "notes")
 listed = sorted(f.path for f in repo.list_artifacts("notes"))
 down = repo.download_artifacts("notes/hello.txt", tempfile.mkdtemp())
 blob = repo.download_artifacts("notes/data.bin", tempfile.mkdtemp())
-print(json.dumps({"listed": listed, "downloaded": open(down).read(), "identical": open(blob, "rb").read() == payload}))
+print(json.dumps({"listed": listed, "downloaded": open(down).read(), "identical": open(blob, "rb").read() == payload,
+                  "sha256": hashlib.sha256(payload).hexdigest()}))
 """
 
 HEALTH = """
@@ -229,18 +231,18 @@ def _minio_for_aws(real, ts: dict) -> str:
     return real.bucket(artifacts["destination"].split("/")[2])
 
 
-def _minio_for_gcs(real, ts: dict, secret: str) -> str:
-    """06 stores in Google Cloud Storage, which no server here speaks: MinIO (S3) instead, keeping the
-    bucket name and prefix; its Secret holds the S3 keys."""
-    artifacts = ts["spec"]["artifacts"]
-    bucket, prefix = artifacts.pop("destination").removeprefix("gs://").split("/", 1)
-    artifacts.pop("gcs")
-    artifacts["destination"] = f"s3://{real.bucket(bucket)}/{prefix}"
-    artifacts["s3"] = {"endpointUrl": real.s3_endpoint(), "region": real.s3.region,
-                       "accessKeyId": {"secretKeyRef": {"name": secret, "key": "access-key-id"}},
-                       "secretAccessKey": {"secretKeyRef": {"name": secret, "key": "secret-access-key"}}}
-    real.s3_secret(secret)
-    return bucket
+def _fake_gcs_for_gcs(real, ts: dict) -> str:
+    """A Google Cloud Storage example: fake-gcs-server's endpoint instead of a service account key
+    (google-cloud-storage sends no credentials to an endpointUrl, so the API refuses a key with it);
+    its bucket created, as on GCS."""
+    gcs = ts["spec"]["artifacts"]["gcs"]
+    assert gcs.pop("serviceAccountKey"), gcs
+    gcs["endpointUrl"] = real.gcs_endpoint()
+    return real.gcs.create_bucket(ts["spec"]["artifacts"]["destination"].removeprefix("gs://").split("/", 1)[0])
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 AZURE_BLOBS = """
@@ -356,18 +358,23 @@ def check_06(real, ts, live, pods):
     """Artifacts only: upload, list and download through the server; the object lands in the store."""
     forward = real.port_forward("gcs-artifacts")
     out = last_json(real.client(ARTIFACTS_ONLY, {"MLFLOW_TRACKING_URI": forward.url}).stdout)
+    sha256 = out.pop("sha256")
     assert out == {"listed": ["notes/data.bin", "notes/hello.txt"], "downloaded": "hello from the artifacts-only server\n",
                    "identical": True}, out
-    keys = real.s3_keys("acme-ml-shared-artifacts", "mlflow/")
-    assert {"mlflow/node-check/notes/hello.txt", "mlflow/node-check/notes/data.bin"} <= set(keys), keys
+    bucket = "acme-ml-shared-artifacts"
+    assert set(real.gcs.object_names(bucket, "mlflow/")) == {"mlflow/node-check/notes/hello.txt",
+                                                             "mlflow/node-check/notes/data.bin"}
+    assert real.gcs.read(bucket, "mlflow/node-check/notes/hello.txt") == b"hello from the artifacts-only server\n"
+    assert _sha256(real.gcs.read(bucket, "mlflow/node-check/notes/data.bin")) == sha256
     tracking = real.client(
         "import os, urllib.request, urllib.error\n"
         "try:\n r = urllib.request.urlopen(os.environ['U'] + '/api/2.0/mlflow/experiments/search?max_results=1'); print(r.status, r.read().decode()[:300])\n"
         "except urllib.error.HTTPError as e:\n print(e.code, e.read().decode()[:300])", {"U": forward.url}).stdout.strip()
     assert int(tracking.split()[0]) >= 400 and "artifacts-only" in tracking, tracking
-    for pod in pods["tracking"]:  # the artifacts-only pods: the storage credentials are theirs
-        names = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
-        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names, names
+    for pod in pods["tracking"]:  # the artifacts-only pods: the store's settings are theirs
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["STORAGE_EMULATOR_HOST"] == f"http://fake-gcs.{real.namespace}.svc:4443", env
+        assert "GOOGLE_APPLICATION_CREDENTIALS" not in env, env
 
 
 # What the web UI does to show a run's artifacts: list them (the ajax artifact API and the run's
@@ -526,7 +533,7 @@ def prepare(real, filename: str) -> tuple[dict, dict[str, int]]:
         real.secret("nlp-db", {"uri": real.database("nlp")})
         real.s3_secret("nlp-object-store")
     elif filename == "06-artifacts-only.yaml":
-        _minio_for_gcs(real, ts, "gcs-writer")
+        _fake_gcs_for_gcs(real, ts)
     elif filename == "07-split.yaml":
         _minio_for_aws(real, ts)
         real.secret("recsys-db", {"uri": real.database("recsys")})
@@ -571,6 +578,67 @@ def test_example_converges_to_ready_with_real_pods_and_serves_the_client(real, f
     assert answers == {"/health": "OK", **({} if "auth" in ts["spec"] else {"/version": live["status"]["mlflowVersion"]})}
     forward.stop()
     CHECKS[filename](real, ts, live, pods)
+
+
+# Every artifact of a run and of the models it logged (autolog's), downloaded through MLflow: each
+# artifact location with the SHA-256 of each file under it.
+ARTIFACT_DIGESTS = r"""
+import hashlib, json, os, pathlib, tempfile
+import mlflow
+run = mlflow.get_run(os.environ["RUN_ID"])
+locations = {run.info.artifact_uri: f"runs:/{run.info.run_id}/"}
+for model in mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                         filter_string=f"source_run_id = '{run.info.run_id}'"):
+    locations[model.artifact_location] = f"models:/{model.model_id}"
+digests = {}
+for location, uri in locations.items():
+    root = pathlib.Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp()))
+    digests[location] = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                         for p in root.rglob("*") if p.is_file()}
+print(json.dumps(digests))
+"""
+
+
+@pytest.mark.parametrize("mode", ["Proxied", "Direct"])
+def test_seed_tutorial_with_artifacts_in_google_cloud_storage(real, mode):
+    """Google Cloud Storage (fake-gcs-server through spec.artifacts.gcs.endpointUrl) in Proxied mode
+    (the server writes; the client has no store settings) and in Direct mode (the client on the host
+    writes to fake-gcs-server itself): the seed tutorial; every file of its run and of its model is
+    in the bucket under the spec's prefix, byte-identical to what the client reads back."""
+    name, prefix = f"gcs-{mode.lower()}", mode.lower()
+    bucket = real.gcs.create_bucket("mlflow-gcs-artifacts")
+    endpoint = real.gcs_endpoint()
+    where = {"defaultArtifactRoot" if mode == "Direct" else "destination": f"gs://{bucket}/{prefix}"}
+    real.apply({"apiVersion": "mlflow-operator.dev/v1alpha1", "kind": "TrackingServer",
+                "metadata": {"name": name, "namespace": real.namespace},
+                "spec": {"artifacts": {"mode": mode, **where, "gcs": {"endpointUrl": endpoint}}}})
+    live = real.timed("ready", lambda: real.wait_ready(name))
+    [pod] = real.wait_pods(name, 1)
+    assert_served_by_mlflow(real, live, [pod])
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["STORAGE_EMULATOR_HOST"] == endpoint and "GOOGLE_APPLICATION_CREDENTIALS" not in env, env
+
+    forward = real.port_forward(name)
+    client_env = real.gcs.env() if mode == "Direct" else {}  # Proxied: the client knows no store
+    out = tutorial(real, forward.url, **client_env)
+    digests = last_json(real.client(ARTIFACT_DIGESTS, {"MLFLOW_TRACKING_URI": forward.url, "RUN_ID": out["run_id"],
+                                                       **client_env}).stdout)
+    # where each artifact location is in the bucket: the proxy's paths are under the destination's prefix
+    store_uri = f"gs://{bucket}/" if mode == "Direct" else "mlflow-artifacts:/"
+    assert out["artifact_uri"].startswith(store_uri + (f"{prefix}/" if mode == "Direct" else "")), out
+    assert len(digests) == 2, digests  # the run's artifacts and autolog's model
+    for location, files in digests.items():
+        assert location.startswith(store_uri), (location, store_uri)
+        under = location.removeprefix(store_uri).lstrip("/")
+        under = under if mode == "Direct" else f"{prefix}/{under}"
+        stored = {n.removeprefix(under + "/"): n for n in real.gcs.object_names(bucket, under + "/")}
+        assert set(stored) == set(files) and files, (location, sorted(stored), sorted(files))
+        for relative, sha256 in files.items():
+            assert _sha256(real.gcs.read(bucket, stored[relative])) == sha256, (location, relative)
+    run_files = digests[out["artifact_uri"]]
+    assert run_files["notes/notes.txt"] == _sha256(b"hello from the tutorial\n"), run_files
+    model_files = next(files for location, files in digests.items() if location != out["artifact_uri"])
+    assert "MLmodel" in model_files, model_files
 
 
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff"}
