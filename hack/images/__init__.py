@@ -1,7 +1,7 @@
 """The operator and server images, built from the repository's Dockerfiles (standard library only).
 
     python -m images build     (make images) build what changed, print refs, sizes, archives
-    python -m images build --all   also the server image of the previous MLflow (previous.py)
+    python -m images build --all   also the tests' own: the previous MLflow's server image (previous.py), oauth2-proxy
     python -m images list      the cached images, without building
 
 ``ensure_images()`` returns ``Image`` records (ref, OCI archive path, sizes) for the tests and the

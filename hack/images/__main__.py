@@ -1,13 +1,14 @@
 """make images: build both images if their inputs changed, print what there is.
 
     python -m images build [NAME...]   build what changed; print ref, size, archive
-    python -m images build --all       also the images only the tests use (server-previous)
+    python -m images build --all       also the images only the tests use (server-previous, oauth2-proxy)
     python -m images list  [NAME...]   what is cached, without building
     python -m images load              build, then import both into the real node of the cluster
                                        `hack/cluster up --node` started (exit 3: there is none, or
                                        KUBECONFIG names another cluster)
 
-NAME: operator, server (the default: both) or server-previous (the server image of the MLflow
+NAME: operator, server (the default: both), oauth2-proxy (the OIDC sidecar of the node tier, from the
+binary built here) or server-previous (the server image of the MLflow
 release before the pinned one, for the upgrade test).
 """
 from __future__ import annotations

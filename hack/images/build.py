@@ -92,9 +92,32 @@ class ImageSpec:
     # Built for the tests only: `make images-all` (`python -m images build --all`) builds it,
     # `make images` and the demo do not.
     test_only: bool = False
+    # Makes what the context holds before the key is computed (a binary built elsewhere).
+    prepare: Callable[[], object] | None = None
+    # FROM the Python bases (PYTHON_IMAGE, BUILD_IMAGE); an image FROM scratch needs neither made.
+    python_base: bool = True
 
 
 PRODUCT_IMAGES = ("operator", "server")
+OAUTH2_PROXY_MIRROR = "localhost/mirror/oauth2-proxy"
+
+
+def _oauth2_proxy_binary() -> Path:
+    from testservices import ServiceError
+    from testservices.gobinaries import oauth2_proxy_binary
+
+    try:
+        return oauth2_proxy_binary()
+    except ServiceError as e:
+        raise ImageBuildError(str(e)) from None
+
+
+def _oauth2_proxy_context() -> Path:
+    """Where gobinaries.py caches the oauth2-proxy binary it builds (built there by `prepare`)."""
+    from testservices import cache_dir as services_cache
+    from testservices.gobinaries import OAUTH2_PROXY_VERSION
+
+    return services_cache() / "bin" / "oauth2-proxy" / OAUTH2_PROXY_VERSION
 
 
 def specs() -> dict[str, ImageSpec]:
@@ -115,6 +138,14 @@ def specs() -> dict[str, ImageSpec]:
             overrides=(("requirements.lock", previous.server_lock()),),
             build_args=(("MLFLOW_VERSION", previous.PREVIOUS_MLFLOW),),
             test_only=True,
+        ),
+        # The sidecar of auth.type OIDC for the node tier: the oauth2-proxy binary the workload tier
+        # runs (built from its Go module at the pinned release), under a mirror's name as an
+        # air-gapped cluster's spec.auth.oidc.proxyImage would name it; no registry is reached.
+        "oauth2-proxy": ImageSpec(
+            "oauth2-proxy", REPO / "hack" / "images" / "oauth2-proxy.Dockerfile", _oauth2_proxy_context(),
+            ("oauth2-proxy",), f"{OAUTH2_PROXY_MIRROR}:{_oauth2_proxy_context().name}",
+            test_only=True, prepare=_oauth2_proxy_binary, python_base=False,
         ),
     }
 
@@ -348,18 +379,22 @@ def ensure_images(names: tuple[str, ...] = PRODUCT_IMAGES, log: Log = _log) -> d
     chosen_base = choose_base(builder)
     all_specs = specs()
     images: dict[str, Image] = {}
+    for name in names:  # before the lock: a cold Go build must not hold up the other images' builds
+        if all_specs[name].prepare is not None:
+            all_specs[name].prepare()
     with file_lock(cache_dir() / ".lock"):
         base_args: dict[str, str] = {}
-        if chosen_base == "debian":
+        if chosen_base == "debian" and any(all_specs[n].python_base for n in names):
             # Side by side: each mmdebstrap mostly waits on the mirror.
             with ThreadPoolExecutor(max_workers=2) as pool:
                 runtime, build = pool.map(lambda kind: base.ensure(kind, cache_dir(), log), ("runtime", "build"))
             base_args = {"PYTHON_IMAGE": runtime.ref, "BUILD_IMAGE": build.ref}
         for name in names:
             spec = all_specs[name]
-            key = _key(spec, builder, tuple(base_args.values()))
+            bases = base_args if spec.python_base else {}
+            key = _key(spec, builder, tuple(bases.values()))
             image = cached(name)
             if image is None or image.key != key:
-                image = _build(spec, builder, base_args, key, log)
+                image = _build(spec, builder, bases, key, log)
             images[name] = image
     return images

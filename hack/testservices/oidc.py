@@ -51,35 +51,44 @@ class DexClient:
 
 
 def bcrypt_hash(password: str) -> str:
-    """Dex keeps static passwords as bcrypt hashes; glibc's crypt(3) makes them ($2b$)."""
-    try:
-        import warnings
+    """Dex keeps static passwords as bcrypt hashes. Made by a small Go program built beside Dex
+    (gobinaries.dex_bcrypt_binary) with the bcrypt package Dex checks them with; Python's crypt
+    module, which glibc's crypt(3) made them with before, is gone in Python 3.13."""
+    from .gobinaries import dex_bcrypt_binary
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt
-    except ImportError as e:  # Python 3.13 removed the module
-        raise ServiceError(f"cannot hash Dex's static passwords: Python's crypt module is missing ({e})")
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10))
-    if not hashed or not hashed.startswith("$2"):
-        raise ServiceError("this C library's crypt(3) does not make bcrypt hashes, which Dex needs")
+    proc = subprocess.run([str(dex_bcrypt_binary())], input=password.encode(), capture_output=True, timeout=60)
+    hashed = proc.stdout.decode().strip()
+    if proc.returncode != 0 or not hashed.startswith("$2"):
+        raise ServiceError(f"hashing a Dex password failed (exit {proc.returncode}): {proc.stderr[-300:]!r}")
     return hashed
 
 
 class Dex:
-    def __init__(self, workdir: Path, users: list[DexUser], clients: list[DexClient], id_token_seconds: int = 600):
+    """`public_host`: the name in the issuer URL, for a provider that others reach by a name (the
+    node tier's pods: a Service relayed to this loopback port); its certificate names it too. This
+    process still talks to 127.0.0.1 (Dex answers any Host; the tokens carry the issuer)."""
+
+    def __init__(self, workdir: Path, users: list[DexUser], clients: list[DexClient], id_token_seconds: int = 600,
+                 public_host: str = "127.0.0.1"):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.users, self.clients, self.id_token_seconds = users, clients, id_token_seconds
+        self.public_host = public_host
         self.port = free_port()
         self.log = self.dir / "dex.log"
         self.proc: subprocess.Popen | None = None
         ca = CertificateAuthority(self.dir / "ca", name="dex-test-ca")
         self.ca_file = ca.cert
-        self.tls = ca.issue("dex", "127.0.0.1", server_sans=("IP:127.0.0.1", "DNS:localhost"), client=False)
+        sans = ("IP:127.0.0.1", "DNS:localhost") + ((f"DNS:{public_host}",) if public_host != "127.0.0.1" else ())
+        self.tls = ca.issue("dex", "dex", server_sans=sans, client=False)
 
     @property
     def issuer(self) -> str:
+        return f"https://{self.public_host}:{self.port}/dex"
+
+    @property
+    def local_url(self) -> str:
+        """The issuer's address on this machine's loopback (the same server)."""
         return f"https://127.0.0.1:{self.port}/dex"
 
     def config(self) -> dict:
@@ -126,7 +135,7 @@ class Dex:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def discovery(self) -> dict:
-        with urllib.request.urlopen(self.issuer + "/.well-known/openid-configuration", timeout=10,
+        with urllib.request.urlopen(self.local_url + "/.well-known/openid-configuration", timeout=10,
                                     context=self.ssl_context()) as r:
             return json.load(r)
 
@@ -135,7 +144,7 @@ class Dex:
         body = urllib.parse.urlencode({"grant_type": "password", "username": user.email, "password": user.password,
                                        "scope": scope}).encode()
         basic = base64.b64encode(f"{urllib.parse.quote(client.id)}:{urllib.parse.quote(client.secret)}".encode()).decode()
-        req = urllib.request.Request(self.issuer + "/token", data=body, headers={
+        req = urllib.request.Request(self.local_url + "/token", data=body, headers={
             "Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"})
         try:
             with urllib.request.urlopen(req, timeout=30, context=self.ssl_context()) as r:

@@ -31,6 +31,7 @@ from testservices import ServiceError
 from testservices.mlflowproc import start_entrypoint
 from testservices.oidc import Dex, DexClient, DexUser, OAuth2Proxy, free_port
 from tests.browser import Browser, spki_sha256
+from tests.oidc import ALICE, BOB, CLIENT_SECRET, MALLORY, bearer, browser_signs_in, forged
 
 from .server_env import ARTIFACTS_DIR, last_json, tutorial_env
 from .server_env import TUTORIAL
@@ -38,10 +39,6 @@ from .server_env import TUTORIAL
 pytestmark = pytest.mark.timeout(1500)
 
 ID_TOKEN_SECONDS = 75  # short, so the expired token of the last test expires during the module
-ALICE = DexUser("alice@example.com", "alice-pw-" + base64.b32encode(bytes(range(5))).decode(), ["ml-team"])
-BOB = DexUser("bob@example.com", "bob-pw-7f3k2m9q", ["ml-admins"])  # the admin group only
-MALLORY = DexUser("mallory@example.com", "mallory-pw-5t8w1x", ["sales"])
-CLIENT_SECRET = "mlflow-client-" + base64.b32encode(b"0123456789").decode()
 OTHER = DexClient("other-app", "other-app-secret-42", ["http://127.0.0.1:1/callback"])
 API = "/api/2.0/mlflow/experiments/search?max_results=10"
 
@@ -159,20 +156,6 @@ def stack(tmp_path_factory, server_venv, postgres, _migrated_template):
     s.stop()
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def forged(token: str) -> str:
-    """The same claims, the user's groups raised to the admin group, the signature kept: a token
-    Dex never signed."""
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    claims["groups"] = ["ml-team", "ml-admins"]
-    raw = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-    return ".".join((header, raw, signature))
-
-
 def sign_in(session: requests.Session, stack: Stack, user: DexUser, i: int = 0) -> requests.Response:
     """The browser's sign-in, by HTTP: the proxy sends us to Dex, Dex's password form, back to
     the proxy's callback, which sets the session cookie and sends us home."""
@@ -270,16 +253,7 @@ def test_chromium_signs_in_to_the_ui_at_the_provider(stack, tmp_path):
     cert = stack.dex.tls.cert.read_text()
     browser = Browser(tmp_path, [f"--ignore-certificate-errors-spki-list={spki_sha256(cert)}"])
     try:
-        login = browser.open(stack.url(1) + "/#/experiments", "Log in", timeout=120)
-        assert "Password" in login or "password" in login, login[:500]
-        browser.call("Runtime.evaluate", expression=(
-            f"document.querySelector('#login').value = {json.dumps(ALICE.email)};"
-            f"document.querySelector('#password').value = {json.dumps(ALICE.password)};"
-            "document.querySelector('form').submit();"))
-        # Dex posts the code back to the callback, the proxy sets the cookie and sends the browser home
-        deadline = time.monotonic() + 120
-        while "Experiments" not in browser.text() and time.monotonic() < deadline:
-            time.sleep(1)
+        browser_signs_in(browser, stack.url(1) + "/#/experiments", ALICE)
         home = browser.open(stack.url(1) + "/#/experiments", "sso-tutorial", timeout=180)
         assert "Experiments" in home, home[:1000]
         runs = browser.open(stack.url(0) + f"/#/experiments/{out['experiment_id']}/runs", "Run Name", timeout=180)

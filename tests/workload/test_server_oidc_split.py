@@ -32,7 +32,8 @@ from testservices.oidc import Dex, DexClient, OAuth2Proxy, free_port
 
 from .server_env import last_json, tutorial_env
 from .server_env import TUTORIAL
-from .test_server_oidc import ALICE, BOB, CLIENT_SECRET, MALLORY, bearer, local_proxy_args, secret_env
+from tests.oidc import ALICE, BOB, CLIENT_SECRET, MALLORY, bearer, browser_signs_in
+from .test_server_oidc import local_proxy_args, secret_env
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -246,21 +247,12 @@ def test_an_artifacts_only_server_behind_the_sidecar_refuses_anonymous_requests(
 
 
 def test_chromium_signs_in_through_the_route_and_the_ui_reads_an_artifact(split, tmp_path):
-    import time
-
     from tests.browser import Browser, spki_sha256
 
     cert = split.dex.tls.cert.read_text()
     browser = Browser(tmp_path, [f"--ignore-certificate-errors-spki-list={spki_sha256(cert)}"])
     try:
-        browser.open(split.url + "/#/experiments", "Log in", timeout=120)
-        browser.call("Runtime.evaluate", expression=(
-            f"document.querySelector('#login').value = {json.dumps(ALICE.email)};"
-            f"document.querySelector('#password').value = {json.dumps(ALICE.password)};"
-            "document.querySelector('form').submit();"))
-        deadline = time.monotonic() + 120
-        while "Experiments" not in browser.text() and time.monotonic() < deadline:
-            time.sleep(1)
+        browser_signs_in(browser, split.url + "/#/experiments", ALICE)
         home = browser.open(split.url + "/#/experiments", "split-sso", timeout=180)
         assert "Experiments" in home, home[:1000]
         # the signed-in browser's own request for an artifact, through the route to the artifacts pods
