@@ -1,5 +1,5 @@
 """Self-tests of hack/testservices (a test of the harness, not of the product): PostgreSQL, MariaDB,
-MinIO and Azurite stop with the process that started them. SIGTERMed, the owner stops each one
+MinIO, Azurite and fake-gcs-server stop with the process that started them. SIGTERMed, the owner stops each one
 and removes its data directory before it ends by that signal; SIGKILLed (no handler runs), the
 kernel still ends them (PR_SET_PDEATHSIG). Nothing of theirs keeps running either way."""
 from __future__ import annotations
@@ -23,10 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 OWNER = """
 import json, sys, time
 from testservices.azurite import Azurite
+from testservices.gcs import FakeGCSServer
 from testservices.mysql import MySQL
 from testservices.postgres import Postgres
 from testservices.s3 import S3Server
-services = {"postgres": Postgres(), "mariadb": MySQL(), "minio": S3Server(), "azurite": Azurite()}
+services = {"postgres": Postgres(), "mariadb": MySQL(), "minio": S3Server(), "azurite": Azurite(),
+            "fake-gcs-server": FakeGCSServer()}
 for service in services.values():
     service.start()
 print(json.dumps({name: {"pid": s.proc.pid, "dir": str(s.dir)} for name, s in services.items()}), flush=True)
