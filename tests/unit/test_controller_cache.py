@@ -111,3 +111,36 @@ def test_work_queue_runs_a_key_once_at_a_time_and_brings_it_forward():
             pass
 
     asyncio.run(scenario())
+
+
+def test_work_queue_serves_waiting_workers_in_due_order_and_rearms_for_an_earlier_key():
+    async def scenario():
+        queue = WorkQueue()
+        taken: list[tuple[str, float]] = []
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def worker():
+            while True:
+                key = await queue.get()
+                taken.append((key, loop.time() - start))
+                queue.done(key, None)
+
+        workers = [asyncio.create_task(worker()) for _ in range(8)]
+        await asyncio.sleep(0.01)  # every worker waits
+        queue.add("late", 0.5)
+        queue.add("early", 0.1)  # earlier than the timer the workers wait on: it must not wait for "late"
+        for i in range(10):
+            queue.add(f"k{i}", 0.2 + i * 0.01)
+        await asyncio.sleep(0.8)
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        keys = [k for k, _ in taken]
+        assert keys == ["early", *[f"k{i}" for i in range(10)], "late"], keys
+        times = dict(taken)
+        assert 0.1 <= times["early"] < 0.2, times
+        assert 0.5 <= times["late"] < 0.7, times
+        assert not queue._waiters and queue._timer is None  # cancelled workers leave nothing armed
+
+    asyncio.run(scenario())

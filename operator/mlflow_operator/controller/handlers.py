@@ -28,7 +28,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -72,6 +72,16 @@ STARTUP_SPREAD_SECONDS = 10.0  # the first passes after a start, spread over at 
 MAX_BACKOFF_SECONDS = 300.0
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+class CachedChild(NamedTuple):
+    """A child as the watch cache keeps it: what identifies this version of it, and the object as
+    compact JSON (decoded only by a pass that runs)."""
+
+    identity: tuple[str, str, str | None]  # kind, name, resourceVersion
+    text: str
+
+
 log = logging.getLogger("mlflow_operator.reconcile")
 
 
@@ -155,10 +165,13 @@ def _register_child_cache(group: str, version: str, plural: str, kind: str) -> N
     index_id = f"children_{plural}"
 
     @kopf.index(group, version, plural, id=index_id)
-    async def index_child(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Key, str]:
+    async def index_child(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Key, CachedChild]:
         namespace = namespace or labels.get(OWNER_NAMESPACE_LABEL)  # cluster-scoped: see constants
         owner = labels.get(kube.INSTANCE_LABEL)
-        return {(namespace, owner): kube.compact(dict(body))} if owner else {}
+        if not owner:
+            return {}
+        meta = body.get("metadata") or {}
+        return {(namespace, owner): CachedChild((kind, meta.get("name"), meta.get("resourceVersion")), kube.compact(dict(body)))}
 
     @kopf.on.event(group, version, plural, id=f"child_{plural}")
     async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -230,15 +243,9 @@ def _remember_indexes(state: State, kwargs: dict[str, Any]) -> None:
         state.ready.set()
 
 
-def _children(state: State, key: Key) -> list[dict[str, Any]]:
-    """The cached children of one TrackingServer, decoded (on the event loop: the indexes change there)."""
-    out = []
-    for kind, index in state.indexes.items():
-        if kind == "classes":
-            continue
-        for text in index.get(key, ()):
-            out.append(json.loads(text))
-    return out
+def _cached_children(state: State, key: Key) -> list[CachedChild]:
+    """The cached children of one TrackingServer (on the event loop: the indexes change there)."""
+    return [child for kind, index in state.indexes.items() if kind != "classes" for child in index.get(key, ())]
 
 
 # ---- TrackingServers ------------------------------------------------------------------------------
@@ -282,8 +289,8 @@ async def _delete_cluster_scoped_children(state: State, key: Key, body: kopf.Bod
         return
     for found in [k for k in kube.KINDS.values() if not k.namespaced]:
         kind = found.kind
-        for text in state.indexes.get(kind, {}).get(key, ()):
-            child = json.loads(text)
+        for cached in state.indexes.get(kind, {}).get(key, ()):
+            child = json.loads(cached.text)
             meta = child["metadata"]
             if (meta.get("annotations") or {}).get(OWNER_UID_ANNOTATION) != uid:
                 continue
@@ -320,15 +327,17 @@ async def _worker(state: State) -> None:
             body = state.bodies.get(key)
             if body is None:
                 continue  # deleted meanwhile
-            children = _children(state, key)
+            cached = _cached_children(state, key)
             classes = _classes(state)
             class_name = class_name_for(body, [c for c in classes.values() if c is not None])
-            inputs = _inputs(body, children) + ((class_name, state.classes.get(class_name, (None,))[0]),)
+            inputs = _inputs(body, cached) + ((class_name, state.classes.get(class_name, (None,))[0]),)
             if state.settled.get(key) == inputs:
-                # A resync of a converged server whose inputs are all watched: nothing to do, no CPU spent.
+                # A resync of a converged server whose inputs are all watched: nothing to do, no CPU
+                # spent (not even decoding its children).
                 next_in = state.resync * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
                 continue
             state.settled.pop(key, None)
+            children = [json.loads(child.text) for child in cached]
             view = kube.PassView(key[0], key[1], CACHED_KINDS, children)
             next_in, written, settled = await loop.run_in_executor(
                 state.pool, state.post_context.copy().run, _pass, body, view, state, classes)
@@ -346,10 +355,9 @@ async def _worker(state: State) -> None:
             state.queue.done(key, next_in)
 
 
-def _inputs(body: dict[str, Any], children: list[dict[str, Any]]) -> tuple:
+def _inputs(body: dict[str, Any], children: list[CachedChild]) -> tuple:
     """What a pass reads from the watches: the TrackingServer and its children, by resourceVersion."""
-    return (body["metadata"].get("resourceVersion"),
-            tuple(sorted((c["kind"], c["metadata"]["name"], c["metadata"].get("resourceVersion")) for c in children)))
+    return (body["metadata"].get("resourceVersion"), tuple(sorted(child.identity for child in children)))
 
 
 def _pass(body: dict[str, Any], view: kube.PassView, state: State,

@@ -96,6 +96,9 @@ class Settings:
     pass_deadline: float = 120.0
     qps: float = 50.0
     burst: int = 100
+    # Kept-alive connections to the API server: one per worker, or passes beyond it open a new
+    # TLS connection for each request (urllib3's "Connection pool is full, discarding connection").
+    connections: int = 16
 
 
 settings = Settings()
@@ -134,7 +137,7 @@ class _Client:
             kubernetes.config.load_kube_config(client_configuration=config)
         # Retries are ours to decide (the pass is retried); a read is not repeated behind our back.
         config.retries = urllib3.Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0)
-        config.connection_pool_maxsize = 16
+        config.connection_pool_maxsize = max(1, settings.connections)
         self.api = kubernetes.client.ApiClient(config)
         self.bucket = TokenBucket(settings.qps, settings.burst)
 

@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     from . import kube, metrics
 
     kopf.configure(**logging_options(args.log_format, args.log_level))
-    from . import removed_kinds
+    from . import removed_kinds, slim_watch
+    slim_watch.install()
     removed_kinds.install()
     quiet_repetitions()
     from . import handlers  # noqa: F401 - registers the handlers
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     kube.settings = kube.Settings(
         connect_timeout=min(10.0, args.request_timeout / 3), read_timeout=args.request_timeout,
         pass_deadline=args.pass_deadline, qps=args.api_qps, burst=args.api_burst,
+        connections=args.workers,
     )
 
     if args.metrics_port:
