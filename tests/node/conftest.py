@@ -200,7 +200,8 @@ class Real:
         return base64.b64decode(get_json(self.cluster, "secret", name, "-n", self.namespace)["data"][key]).decode()
 
     # -- services on the host, for pods
-    def _for_pods(self, name: str, host_port: int, port: int) -> ServiceForPods:
+    def expose(self, name: str, host_port: int, port: int) -> ServiceForPods:
+        """A service on this machine's loopback port as <name>.<namespace>.svc:<port> for pods."""
         if name not in self._services:
             svc = ServiceForPods(self.cluster, self.namespace, name, host_port, port).start()
             self._cleanup.append(svc.stop)
@@ -211,30 +212,30 @@ class Real:
         """A fresh PostgreSQL database, as a URI pods reach (postgres.<namespace>.svc:5432): on the
         session's PostgreSQL, or on `server` (a test's own, e.g. one it stops)."""
         pg = server or self.postgres
-        self._for_pods("postgres", pg.port, 5432)
+        self.expose("postgres", pg.port, 5432)
         uri = pg.create_database(f"node_{name}_{uuid.uuid4().hex[:8]}")
         return uri.replace(f"@{pg.host}:{pg.port}/", f"@postgres.{self.namespace}.svc:5432/")
 
     def mysql_database(self, name: str) -> str:
         """A fresh MariaDB database, as the `mysql+pymysql://` URI pods reach (mysql.<namespace>.svc:3306)."""
-        self._for_pods("mysql", self.mysql.port, 3306)
+        self.expose("mysql", self.mysql.port, 3306)
         uri = self.mysql.create_database(f"node_{name}_{uuid.uuid4().hex[:8]}")
         uri = uri.replace(f"@{self.mysql.host}:{self.mysql.port}/", f"@mysql.{self.namespace}.svc:3306/")
         return uri.replace("mysql://", "mysql+pymysql://", 1)
 
     def azure_connection_string(self) -> str:
         """Azurite as pods reach it (azurite.<namespace>.svc:10000), for AZURE_STORAGE_CONNECTION_STRING."""
-        self._for_pods("azurite", self.azurite.port, 10000)
+        self.expose("azurite", self.azurite.port, 10000)
         return self.azurite.connection_string(f"azurite.{self.namespace}.svc", 10000)
 
     def s3_endpoint(self) -> str:
         """MinIO as pods reach it (minio.<namespace>.svc:9000)."""
-        self._for_pods("minio", int(self.s3.endpoint.rsplit(":", 1)[1]), 9000)
+        self.expose("minio", int(self.s3.endpoint.rsplit(":", 1)[1]), 9000)
         return f"http://minio.{self.namespace}.svc:9000"
 
     def gcs_endpoint(self) -> str:
         """fake-gcs-server as pods reach it (fake-gcs.<namespace>.svc:4443), for STORAGE_EMULATOR_HOST."""
-        self._for_pods("fake-gcs", self.gcs.port, 4443)
+        self.expose("fake-gcs", self.gcs.port, 4443)
         return f"http://fake-gcs.{self.namespace}.svc:4443"
 
     def bucket(self, name: str) -> str:

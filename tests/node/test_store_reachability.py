@@ -87,7 +87,7 @@ def _mariadb_counters(mysql) -> dict[str, int]:
 def test_mariadb_with_default_max_connect_errors_is_never_half_opened(real):
     mysql = real.request.getfixturevalue("mysql")
     assert int(mysql.query("mysql", "SELECT @@max_connect_errors")[0][0]) == 100  # MariaDB's default
-    real._for_pods("mariadb", mysql.port, 3306)
+    real.expose("mariadb", mysql.port, 3306)
     uri = mysql.create_database().replace(f"@{mysql.host}:{mysql.port}/", "@mariadb:3306/")
     before = _mariadb_counters(mysql)
     ts = real.example("04-remote-direct.yaml")
