@@ -5,7 +5,7 @@
 - Workers take keys when they are due, so a bounded number of passes run at once.
 - One timer, at the earliest due time, wakes one waiting worker: a key that comes due wakes one
   worker, not all of them (with 32 workers and 500 servers resynced every minute, waking every
-  idle worker for every key was most of the operator's CPU at idle).
+  idle worker for every key was a fifth of the operator's CPU at idle, py-spy's samples say).
 """
 from __future__ import annotations
 
