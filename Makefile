@@ -62,7 +62,8 @@ images: system-deps
 	PYTHONPATH=hack python3 -m images build
 
 # The tests' own images too: the server image of the MLflow release before the pinned one, which
-# the node tier's upgrade test starts from (hack/images/previous.py). Cached like the others.
+# the node tier's upgrade test starts from (hack/images/previous.py), and oauth2-proxy (the binary
+# built here, alone in an image) for the node tier's OIDC sidecar. Cached like the others.
 images-all: system-deps
 	PYTHONPATH=hack python3 -m images build --all
 
