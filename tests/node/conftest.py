@@ -68,6 +68,22 @@ def node_images(built_images, node_cluster):
     return built_images
 
 
+def load_test_image(node_cluster, request, name: str, what: str):
+    """An image only the tests use (hack/images `name`: built like the others and cached; `make
+    images-all` builds it before pytest), imported into the node's containerd. A failed build fails
+    the test, naming `what`."""
+    from images.build import ImageBuildError, ensure_images
+
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    try:
+        with capture.global_and_fixture_disabled():
+            image = ensure_images((name,))[name]
+    except ImageBuildError as exc:
+        pytest.fail(f"{what} could not be built: {exc}", pytrace=False)
+    node_cluster.load_image(image.archive)
+    return image
+
+
 @dataclass
 class InstalledOperator:
     cluster: Any

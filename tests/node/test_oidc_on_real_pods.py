@@ -22,13 +22,13 @@ import requests
 
 import pytest
 
-from images.build import ImageBuildError, ensure_images
 from testservices import REPO
 from testservices.oidc import Dex, DexClient
 from tests.browser import Browser, spki_sha256
 from tests.oidc import ADMIN_GROUP, ALICE, ALLOWED_GROUP, BOB, CLIENT_SECRET, MALLORY, bearer, browser_signs_in, forged
 from tests.workload.server_env import TUTORIAL, last_json, tutorial_env
 
+from .conftest import load_test_image
 from .ingress_client import DOMAIN, backend_ip, client_script, request, served, wait_routed
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
@@ -43,16 +43,8 @@ ID_TOKEN_SECONDS = 1800
 
 @pytest.fixture(scope="module")
 def proxy_image(node_cluster, node_images, request):
-    """The oauth2-proxy image (built like the others, cached; `make images-all` builds it before
-    pytest), imported into the node's containerd."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    try:
-        with capture.global_and_fixture_disabled():
-            image = ensure_images(("oauth2-proxy",))["oauth2-proxy"]
-    except ImageBuildError as exc:
-        pytest.fail(f"the oauth2-proxy image could not be built: {exc}", pytrace=False)
-    node_cluster.load_image(image.archive)
-    return image
+    """The oauth2-proxy image, on the node."""
+    return load_test_image(node_cluster, request, "oauth2-proxy", "the oauth2-proxy image")
 
 
 @pytest.fixture

@@ -23,12 +23,13 @@ import urllib.request
 
 import pytest
 
-from images.build import ImageBuildError, ensure_images
 from images.previous import PREVIOUS_MLFLOW
 from mlflow_operator.constants import MLFLOW_VERSION
 from tests.operator_fixtures import get_json, wait_for
 from tests.workload.server_env import last_json, tutorial_env
 from tests.workload.server_env import TUTORIAL
+
+from .conftest import load_test_image
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -84,16 +85,8 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def previous_server_image(node_cluster, node_images, request):
-    """The server image of MLflow PREVIOUS_MLFLOW, built like the others (cached; `make images-all`
-    builds it before pytest) and imported into the node's containerd."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    try:
-        with capture.global_and_fixture_disabled():
-            image = ensure_images(("server-previous",))["server-previous"]
-    except ImageBuildError as exc:
-        pytest.fail(f"the server image of MLflow {PREVIOUS_MLFLOW} could not be built: {exc}", pytrace=False)
-    node_cluster.load_image(image.archive)
-    return image
+    """The server image of MLflow PREVIOUS_MLFLOW, on the node."""
+    return load_test_image(node_cluster, request, "server-previous", f"the server image of MLflow {PREVIOUS_MLFLOW}")
 
 
 def revision(real, dbname: str) -> str:

@@ -32,6 +32,25 @@ LOCAL_ARTIFACTS = (
 )
 
 
+
+
+def _endpoint_url_rule(store: str, example: str) -> Rule:
+    """artifacts.<store>.endpointUrl, when set, is an http(s) URL with a host."""
+    field = f"artifacts.{store}.endpointUrl"
+
+    def endpoint_url(spec: TrackingServerSpec) -> str | None:
+        settings = getattr(spec.artifacts, store)
+        return None if settings is None else settings.endpoint_url
+
+    return Rule(
+        f"{store}-endpoint-format",
+        f"!has(self.artifacts.{store}) || !has(self.{field}) || self.{field}.matches({_cel_str(HTTP_URL)})",
+        f"{field} must be an http:// or https:// URL with a host, e.g. {example}",
+        field,
+        lambda s: (url := endpoint_url(s)) is None or bool(d.HTTP_URL_RE.match(url)),
+    )
+
+
 SPEC_RULES: tuple[Rule, ...] = (
     Rule(
         "embedded-single-replica",
@@ -153,28 +172,8 @@ SPEC_RULES: tuple[Rule, ...] = (
         lambda s: s.artifacts.mode == "Split"
         or (s.artifacts.replicas is None and s.artifacts.resources is None),
     ),
-    Rule(
-        "s3-endpoint-format",
-        "!has(self.artifacts.s3) || !has(self.artifacts.s3.endpointUrl) || "
-        f"self.artifacts.s3.endpointUrl.matches({_cel_str(HTTP_URL)})",
-        "artifacts.s3.endpointUrl must be an http:// or https:// URL with a host, e.g. "
-        "http://minio.storage.svc:9000",
-        "artifacts.s3.endpointUrl",
-        lambda s: s.artifacts.s3 is None
-        or s.artifacts.s3.endpoint_url is None
-        or bool(d.HTTP_URL_RE.match(s.artifacts.s3.endpoint_url)),
-    ),
-    Rule(
-        "gcs-endpoint-format",
-        "!has(self.artifacts.gcs) || !has(self.artifacts.gcs.endpointUrl) || "
-        f"self.artifacts.gcs.endpointUrl.matches({_cel_str(HTTP_URL)})",
-        "artifacts.gcs.endpointUrl must be an http:// or https:// URL with a host, e.g. "
-        "http://fake-gcs.storage.svc:4443",
-        "artifacts.gcs.endpointUrl",
-        lambda s: s.artifacts.gcs is None
-        or s.artifacts.gcs.endpoint_url is None
-        or bool(d.HTTP_URL_RE.match(s.artifacts.gcs.endpoint_url)),
-    ),
+    _endpoint_url_rule("s3", "http://minio.storage.svc:9000"),
+    _endpoint_url_rule("gcs", "http://fake-gcs.storage.svc:4443"),
     Rule(
         # google-cloud-storage's Client() takes anonymous credentials whenever STORAGE_EMULATOR_HOST
         # is set and none are passed (MLflow passes none): the key would be mounted and never sent.

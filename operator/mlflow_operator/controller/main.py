@@ -126,9 +126,8 @@ def run(args: argparse.Namespace) -> int:
     from . import kube, metrics
 
     kopf.configure(**logging_options(args.log_format, args.log_level))
-    from . import removed_kinds, slim_watch
-    slim_watch.install()
-    removed_kinds.install()
+    from . import watch_streams
+    watch_streams.install()
     quiet_repetitions()
     from . import handlers  # noqa: F401 - registers the handlers
 
