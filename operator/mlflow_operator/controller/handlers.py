@@ -28,6 +28,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import kopf
@@ -37,7 +38,7 @@ from ..api import InvalidTrackingServer, TrackingServerClass, load_trackingserve
 from ..constants import API_VERSION, CLASS_PLURAL, GROUP, OWNER_NAMESPACE_LABEL, OWNER_UID_ANNOTATION, PLURAL, VERSION
 from ..render import RenderContext
 from ..render.classes import class_name_for
-from . import kube, metrics
+from . import kube, metrics, watch_streams
 from .deprovision import FINALIZER as DEPROVISION_FINALIZER
 from .reconcile import reconcile
 from .workqueue import WorkQueue
@@ -66,10 +67,12 @@ CACHED_CHILDREN = (
     ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding"),
 )
 CACHED_KINDS = {kind for *_, kind in CACHED_CHILDREN}
+CACHED_RESOURCES = {(group, plural) for group, _, plural, _ in CACHED_CHILDREN}
 DEBOUNCE_SECONDS = 0.3  # one pass for a burst of events
 RESYNC_JITTER = 0.1  # each resync is 90-110 % of the period
 STARTUP_SPREAD_SECONDS = 10.0  # the first passes after a start, spread over at most this long
 MAX_BACKOFF_SECONDS = 300.0
+LIST_CHUNK = 100  # objects per page of a watch's listing
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -141,8 +144,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.connect_timeout = min(10.0, settings.networking.request_timeout / 3)
     settings.watching.connect_timeout = settings.networking.connect_timeout
     # The API server filters the children's watches: other controllers' objects never reach us.
-    cached = {(group, plural) for group, _, plural, _ in CACHED_CHILDREN}
-    settings.watching.label_selectors[lambda resource: (resource.group, resource.plural) in cached] = MANAGED_SELECTOR
+    settings.watching.label_selectors[is_cached_child] = MANAGED_SELECTOR
+    # Listings in pages: after a start every kind is listed at once, and a whole listing decoded at
+    # once (500 pods: tens of MB as Python dicts) is what set the process's peak.
+    settings.watching.chunk_size = LIST_CHUNK
 
     state = memo.state = State(resync=float(memo.get("resync", 60.0)), workers=int(memo.get("workers", 8)),
                                render_base=memo.get("render_base") or RenderContext(), settings=settings)
@@ -161,17 +166,30 @@ async def stop_workers(memo: kopf.Memo, **_: Any) -> None:
 
 # ---- the watch cache ---------------------------------------------------------------------------------
 
+def is_cached_child(resource: Any) -> bool:
+    """A kind of CACHED_CHILDREN: watched by label, and reaching Kopf slimmed (watch_streams)."""
+    return (getattr(resource, "group", None), getattr(resource, "plural", None)) in CACHED_RESOURCES
+
+
+def cache_entry(kind: str, body: Mapping[str, Any]) -> dict[Key, CachedChild]:
+    """A child's entry in the watch cache: under its owner's key, the compact text it arrived as
+    (watch_streams slims it), or made from the whole object where it came unslimmed."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owner = labels.get(kube.INSTANCE_LABEL)
+    if not owner:
+        return {}
+    namespace = meta.get("namespace") or labels.get(OWNER_NAMESPACE_LABEL)  # cluster-scoped: see constants
+    text = body.get(watch_streams.COMPACT_KEY) or kube.compact(dict(body))
+    return {(namespace, owner): CachedChild((kind, meta.get("name"), meta.get("resourceVersion")), text)}
+
+
 def _register_child_cache(group: str, version: str, plural: str, kind: str) -> None:
     index_id = f"children_{plural}"
 
     @kopf.index(group, version, plural, id=index_id)
-    async def index_child(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Key, CachedChild]:
-        namespace = namespace or labels.get(OWNER_NAMESPACE_LABEL)  # cluster-scoped: see constants
-        owner = labels.get(kube.INSTANCE_LABEL)
-        if not owner:
-            return {}
-        meta = body.get("metadata") or {}
-        return {(namespace, owner): CachedChild((kind, meta.get("name"), meta.get("resourceVersion")), kube.compact(dict(body)))}
+    async def index_child(body: kopf.Body, **_: Any) -> dict[Key, CachedChild]:
+        return cache_entry(kind, body)
 
     @kopf.on.event(group, version, plural, id=f"child_{plural}")
     async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:

@@ -126,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
     from . import kube, metrics
 
     kopf.configure(**logging_options(args.log_format, args.log_level))
+    from . import handlers  # registers the handlers
     from . import watch_streams
-    watch_streams.install()
+    watch_streams.install(compacted=handlers.is_cached_child)
     quiet_repetitions()
-    from . import handlers  # noqa: F401 - registers the handlers
 
     kube.settings = kube.Settings(
         connect_timeout=min(10.0, args.request_timeout / 3), read_timeout=args.request_timeout,
