@@ -1,5 +1,6 @@
 """Pure parts of the reconciler: conditions, rollout observation, readiness summary."""
 
+import datetime
 from mlflow_operator.controller.conditions import Condition, merge_conditions
 from mlflow_operator.controller.migrations import job_state
 from dataclasses import replace
@@ -303,3 +304,16 @@ def test_default_image_takes_a_mirrors_repository_or_a_full_reference():
     assert default_image("mirror.corp/mlflow-server:3.17.2") == "mirror.corp/mlflow-server:3.17.2"
     assert default_image("mirror.corp/mlflow-server@sha256:" + "a" * 64).endswith("a" * 64)
     assert default_image("  ") == DEFAULT_IMAGE
+
+
+def test_a_claims_events_are_read_only_when_it_stays_unbound():
+    from mlflow_operator.controller.observe import CLAIM_EVENTS_AFTER_SECONDS, claim_events_worth_reading
+
+    born = 1_800_000_000.0
+    created = datetime.datetime.fromtimestamp(born, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    claim = {"metadata": {"name": "ts-data", "creationTimestamp": created}, "status": {"phase": "Pending"}}
+    assert not claim_events_worth_reading(claim, now=born + 1)  # being bound, as usual
+    assert claim_events_worth_reading(claim, now=born + CLAIM_EVENTS_AFTER_SECONDS)
+    assert not claim_events_worth_reading({**claim, "status": {"phase": "Bound"}}, now=born + 3600)
+    assert not claim_events_worth_reading(None, now=born + 3600)
+    assert claim_events_worth_reading({"metadata": {"name": "x"}, "status": {}})  # no age known: ask
