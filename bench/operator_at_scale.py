@@ -29,9 +29,11 @@ would shadow the standard library's.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,6 +77,7 @@ class Row:
     idle_reads: int = 0
     idle_watches: int = 0
     idle_cpu_percent: float = 0.0
+    settled_cpu_percent: float = 0.0  # the minute after that one
     restart_writes: int = 0
     restart_reads: int = 0
     reconverge_s: float | None = None
@@ -90,6 +93,27 @@ class Row:
     # by "verb resource", for the lines under the table
     convergence_by_resource: dict[str, int] = field(default_factory=dict)
     edit_by_resource: dict[str, int] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def profiled(directory: str | None, label: str, pid: int, seconds: float):
+    """With --profile DIR: py-spy samples the operator over the block (DIR/<label>.txt, collapsed
+    stacks of every thread, idle frames left out)."""
+    if not directory:
+        yield
+        return
+    out = Path(directory) / f"{label}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--duration",
+                            str(int(seconds)), "--format", "raw", "--rate", "50", "--output", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.terminate()
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -274,7 +298,8 @@ def measure(n: int, args) -> Row:
 
         # Nothing changes: what does the operator do in a minute?
         cpu_before = proc_cpu_seconds(op.proc.pid)
-        time.sleep(args.idle_seconds)
+        with profiled(args.profile, f"n{n}-idle", op.proc.pid, args.idle_seconds):
+            time.sleep(args.idle_seconds)
         idle_cpu = proc_cpu_seconds(op.proc.pid) - cpu_before
         note_memory(row, "idle minute", op.proc.pid)
         idle = audit.count_by_verb(cluster.audit_log, OPERATOR_USER, converged_wall, audit.now())
@@ -282,6 +307,12 @@ def measure(n: int, args) -> Row:
         row.idle_reads = sum(v for k, v in idle.items() if k in audit.READ_VERBS)
         row.idle_watches = idle.get("watch", 0)
         row.idle_cpu_percent = 100 * idle_cpu / args.idle_seconds
+        # The first minute after convergence holds each server's first resync (a whole pass that
+        # finds nothing to do, after which the server is settled); the next minute is the steady state.
+        cpu_before = proc_cpu_seconds(op.proc.pid)
+        with profiled(args.profile, f"n{n}-settled", op.proc.pid, args.idle_seconds):
+            time.sleep(args.idle_seconds)
+        row.settled_cpu_percent = 100 * (proc_cpu_seconds(op.proc.pid) - cpu_before) / args.idle_seconds
 
         # A restart over converged objects.
         row.cpu_seconds += proc_cpu_seconds(op.proc.pid)
@@ -374,6 +405,7 @@ def report(rows: list[Row], calibration: float, load: tuple[float, float, float]
         ("operator writes in the 60 s after convergence", [fmt(r.idle_writes) for r in rows], "0", "~315"),
         ("operator reads (get/list) in that minute", [f"{r.idle_reads} (+{r.idle_watches} watch)" for r in rows], "only watches", ""),
         ("operator CPU in that minute", [fmt(r.idle_cpu_percent, " % of a core", 2) for r in rows], "<= 1 %", ""),
+        ("operator CPU in the minute after (settled)", [fmt(r.settled_cpu_percent, " % of a core", 2) for r in rows], "<= 1 %", ""),
         ("operator writes in the 60 s after a restart", [f"{r.restart_writes} (reads {r.restart_reads})" for r in rows], "0", "~1,570"),
         ("re-converged after a pod-template edit of all", [fmt(r.reconverge_s, " s") for r in rows], "<= anchor", "103 s"),
         ("  of which: every edit applied by the operator", [fmt(r.edit_applied_s, " s") for r in rows], "", ""),
@@ -409,7 +441,8 @@ def report(rows: list[Row], calibration: float, load: tuple[float, float, float]
                 ratio += f" reconverge_vs_anchor={r.reconverge_s / ANCHOR_500['reconverge_s']:.2f}x"
         print(f"bench-operator: N={r.n} all_ready_s={fmt(r.all_ready_s)} failed_passes={r.failed_passes} "
               f"idle_writes={r.idle_writes} restart_writes={r.restart_writes} reconverge_s={fmt(r.reconverge_s)} "
-              f"peak_rss_mb={fmt(r.peak_rss_mb, digits=0)} idle_cpu_pct={fmt(r.idle_cpu_percent, digits=2)}{ratio}")
+              f"peak_rss_mb={fmt(r.peak_rss_mb, digits=0)} idle_cpu_pct={fmt(r.idle_cpu_percent, digits=2)} "
+              f"settled_cpu_pct={fmt(r.settled_cpu_percent, digits=2)}{ratio}")
 
 
 def main() -> int:
@@ -417,6 +450,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[100, 250, 500], help="numbers of TrackingServers")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=1200.0, help="bound of each wait")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the idle minutes into DIR (needs py-spy)")
     parser.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
                         help="an extra argument of `mlflow-operator run` (repeat: --operator-arg=--workers --operator-arg=16)")
     args = parser.parse_args()
