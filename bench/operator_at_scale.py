@@ -96,20 +96,23 @@ class Row:
 
 
 @contextlib.contextmanager
-def profiled(directory: str | None, label: str, pid: int, seconds: float):
+def profiled(directory: str | None, label: str, pid: int, seconds: float | None = None):
     """With --profile DIR: py-spy samples the operator over the block (DIR/<label>.txt, collapsed
-    stacks of every thread, idle frames left out)."""
+    stacks of every thread, idle frames left out), for `seconds` or until the block ends."""
     if not directory:
         yield
         return
     out = Path(directory) / f"{label}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--duration",
-                            str(int(seconds)), "--format", "raw", "--rate", "50", "--output", str(out)],
+    duration = ["--duration", str(int(seconds))] if seconds else []
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), *duration,
+                            "--format", "raw", "--rate", "50", "--output", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
     finally:
+        if not seconds:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
         try:
             spy.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -280,9 +283,10 @@ def measure(n: int, args) -> Row:
                     "metadata": {"name": f"server-{i:03d}", "namespace": namespaces[i % row.namespaces]}, "spec": {}}
                    for i in range(n)]
         t0, t0_wall = time.monotonic(), audit.now()
-        kubectl_create(cluster, servers)
         latency: dict[str, float] = {}
-        ready = wait_all_ready(api, n, t0, args.timeout, latencies=latency)
+        with profiled(args.profile, f"n{n}-create", op.proc.pid):
+            kubectl_create(cluster, servers)
+            ready = wait_all_ready(api, n, t0, args.timeout, latencies=latency)
         converged_wall = audit.now()
         note_memory(row, "converged", op.proc.pid)
         row.all_ready_s = max(ready.values()) if len(ready) >= n else float("nan")
@@ -333,7 +337,7 @@ def measure(n: int, args) -> Row:
         for ts in api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]:
             generations[f"{ts['metadata']['namespace']}/{ts['metadata']['name']}"] = ts["metadata"]["generation"]
         t_edit, t_edit_wall = time.monotonic(), audit.now()
-        with RolloutSampler(apps, t_edit, EDIT_ANNOTATION) as rollouts:
+        with RolloutSampler(apps, t_edit, EDIT_ANNOTATION) as rollouts, profiled(args.profile, f"n{n}-edit", op.proc.pid):
             for ts in servers:
                 api.patch_namespaced_custom_object(GROUP, VERSION, ts["metadata"]["namespace"], PLURAL, ts["metadata"]["name"],
                                                    {"spec": {"podTemplate": {"annotations": {EDIT_ANNOTATION: "1"}}}})
@@ -450,7 +454,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[100, 250, 500], help="numbers of TrackingServers")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=1200.0, help="bound of each wait")
-    parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the idle minutes into DIR (needs py-spy)")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the creation, idle minutes and edit into DIR (needs py-spy)")
     parser.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
                         help="an extra argument of `mlflow-operator run` (repeat: --operator-arg=--workers --operator-arg=16)")
     args = parser.parse_args()
