@@ -247,17 +247,36 @@ def _context_with_overrides(spec: ImageSpec, tmp: Path) -> Path:
     return context
 
 
-def _record_path(name: str) -> Path:
-    return cache_dir() / f"{name}.json"
+# Archives kept per image name: checkouts with different sources (a CI clone, worktrees) each
+# find theirs instead of rebuilding in turn over one another's.
+KEEP_ARCHIVES = 4
 
 
-def cached(name: str) -> Image | None:
-    """The last image built for this name, if its archive is still there (no rebuild check)."""
-    try:
-        image = Image(**json.loads(_record_path(name).read_text()))
-    except (FileNotFoundError, TypeError, ValueError):
-        return None
-    return image if image.path.exists() else None
+def _record_path(name: str, key: str | None = None) -> Path:
+    return cache_dir() / (f"{name}-{key}.json" if key else f"{name}.json")
+
+
+def cached(name: str, key: str | None = None) -> Image | None:
+    """The image built for this name with this key (or the last one built for the name), if its
+    archive is still there (no rebuild check)."""
+    for record in ([_record_path(name, key)] if key else []) + [_record_path(name)]:
+        try:
+            image = Image(**json.loads(record.read_text()))
+        except (FileNotFoundError, TypeError, ValueError):
+            continue
+        if image.path.exists() and (key is None or image.key == key):
+            return image
+    return None
+
+
+def _prune_archives(cache: Path, name: str) -> None:
+    """All but the newest KEEP_ARCHIVES archives of this image (and their records) removed."""
+    # only this image's archives: "server-*" also matches server-previous-<key>.tar
+    mine = [p for p in cache.glob(f"{name}-*.tar") if re.fullmatch(re.escape(name) + r"-[0-9a-f]{16}\.tar", p.name)]
+    mine.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in mine[KEEP_ARCHIVES:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _pip_passthrough(tmp: Path) -> tuple[list[str], list[str]]:
@@ -358,16 +377,15 @@ def _build(spec: ImageSpec, builder: str, base_args: dict[str, str], key: str, l
             _run(["docker", "save", "-o", str(partial), spec.ref], logfile, "docker save")
     partial.rename(archive)
     size = unpacked_size(archive)
-    for old in cache.glob(f"{spec.name}-*.tar"):
-        # only this image's archives: "server-*" also matches server-previous-<key>.tar
-        if old != archive and re.fullmatch(re.escape(spec.name) + r"-[0-9a-f]{16}\.tar", old.name):
-            old.unlink()
+    _prune_archives(cache, spec.name)
     image = Image(
         name=spec.name, ref=spec.ref, archive=str(archive), key=key, builder=builder,
         base=base_args.get("PYTHON_IMAGE", STOCK_BASE), size_bytes=size,
         archive_bytes=archive.stat().st_size, build_seconds=round(time.monotonic() - started, 1),
     )
-    _record_path(spec.name).write_text(json.dumps(asdict(image), indent=2) + "\n")
+    record = json.dumps(asdict(image), indent=2) + "\n"
+    _record_path(spec.name, key).write_text(record)
+    _record_path(spec.name).write_text(record)  # the last one built, for `images list`
     return image
 
 
@@ -393,8 +411,8 @@ def ensure_images(names: tuple[str, ...] = PRODUCT_IMAGES, log: Log = _log) -> d
             spec = all_specs[name]
             bases = base_args if spec.python_base else {}
             key = _key(spec, builder, tuple(bases.values()))
-            image = cached(name)
-            if image is None or image.key != key:
+            image = cached(name, key)
+            if image is None:
                 image = _build(spec, builder, bases, key, log)
             images[name] = image
     return images

@@ -55,3 +55,34 @@ def test_operator_lock_pins_every_dependency_and_the_build_backend_with_hashes()
     unhashed = [name for name, hashes in pins.items() if not hashes]
     assert not unhashed, f"pinned without a hash: {unhashed}"
     assert "--require-hashes" in (REPO / "operator" / "Dockerfile").read_text()
+
+
+def test_the_cache_finds_each_checkouts_image_by_key_and_keeps_the_newest_archives(tmp_path, monkeypatch):
+    """Two checkouts with different sources alternate: each finds its own archive, nothing rebuilds
+    in turn; only the oldest archives beyond KEEP_ARCHIVES go, with their records."""
+    import json
+    import os
+    from dataclasses import asdict
+
+    from images import build
+
+    monkeypatch.setattr(build, "cache_dir", lambda: tmp_path)
+    keys = [f"{i:016x}" for i in range(build.KEEP_ARCHIVES + 2)]
+    for i, key in enumerate(keys):
+        archive = tmp_path / f"operator-{key}.tar"
+        archive.write_bytes(b"x")
+        os.utime(archive, (1_000_000 + i, 1_000_000 + i))
+        image = build.Image(name="operator", ref="r", archive=str(archive), key=key, builder="buildah",
+                            base="b", size_bytes=1, archive_bytes=1, build_seconds=0.0)
+        (tmp_path / f"operator-{key}.json").write_text(json.dumps(asdict(image)))
+        (tmp_path / "operator.json").write_text(json.dumps(asdict(image)))
+    (tmp_path / "operator-previous-0000000000000000.tar").write_bytes(b"y")  # another image's archive
+
+    assert build.cached("operator", keys[1]).key == keys[1]  # not only the last one built
+    assert build.cached("operator").key == keys[-1]
+    assert build.cached("operator", "f" * 16) is None
+    build._prune_archives(tmp_path, "operator")
+    kept = sorted(p.name for p in tmp_path.glob("operator-*.tar"))
+    assert kept == sorted([f"operator-{k}.tar" for k in keys[-build.KEEP_ARCHIVES:]] + ["operator-previous-0000000000000000.tar"])
+    assert build.cached("operator", keys[0]) is None and not (tmp_path / f"operator-{keys[0]}.json").exists()
+    assert build.cached("operator", keys[-1]).key == keys[-1]
