@@ -8,7 +8,10 @@
 
 Dex serves HTTPS with a certificate of a CA made for it (``ca_file``), keeps everything in memory
 (static clients and static passwords with groups), and grants passwords through its local
-connector, so a client gets a real ID token without a browser. Both binaries are built from their
+connector, so a client gets a real ID token without a browser. With ``storage`` (Dex's own
+storage setting, e.g. PostgreSQL) it keeps its state, signing keys included, there, and
+``replica()`` is a second Dex on the same storage and issuer, as Dex runs highly available: its
+tokens are signed with the same keys, with their own lifetime. Both binaries are built from their
 Go modules (gobinaries.py). Every process stops with the process that started it (``_util.owned``).
 """
 from __future__ import annotations
@@ -69,22 +72,35 @@ class Dex:
     process still talks to 127.0.0.1 (Dex answers any Host; the tokens carry the issuer)."""
 
     def __init__(self, workdir: Path, users: list[DexUser], clients: list[DexClient], id_token_seconds: int = 600,
-                 public_host: str = "127.0.0.1"):
+                 public_host: str = "127.0.0.1", storage: dict | None = None, replica_of: "Dex | None" = None):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.users, self.clients, self.id_token_seconds = users, clients, id_token_seconds
         self.public_host = public_host
+        self.storage = storage or {"type": "memory"}
         self.port = free_port()
         self.log = self.dir / "dex.log"
         self.proc: subprocess.Popen | None = None
+        if replica_of is not None:  # the same issuer URL and certificate; its own listening port
+            self.issuer_port, self.ca_file, self.tls = replica_of.issuer_port, replica_of.ca_file, replica_of.tls
+            return
+        self.issuer_port = self.port
         ca = CertificateAuthority(self.dir / "ca", name="dex-test-ca")
         self.ca_file = ca.cert
         sans = ("IP:127.0.0.1", "DNS:localhost") + ((f"DNS:{public_host}",) if public_host != "127.0.0.1" else ())
         self.tls = ca.issue("dex", "dex", server_sans=sans, client=False)
 
+    def replica(self, workdir: Path, id_token_seconds: int) -> "Dex":
+        """Another Dex (not started) on this one's storage, issuer, users and clients, issuing ID
+        tokens that live `id_token_seconds`: signed with the same keys (they are in the storage),
+        so whoever trusts this Dex trusts them. Only with a shared storage (not memory)."""
+        if self.storage["type"] == "memory":
+            raise ValueError("a Dex replica needs a shared storage, not memory")
+        return Dex(workdir, self.users, self.clients, id_token_seconds, self.public_host, self.storage, replica_of=self)
+
     @property
     def issuer(self) -> str:
-        return f"https://{self.public_host}:{self.port}/dex"
+        return f"https://{self.public_host}:{self.issuer_port}/dex"
 
     @property
     def local_url(self) -> str:
@@ -94,7 +110,7 @@ class Dex:
     def config(self) -> dict:
         return {
             "issuer": self.issuer,
-            "storage": {"type": "memory"},
+            "storage": self.storage,
             "web": {"https": f"127.0.0.1:{self.port}", "tlsCert": str(self.tls.cert), "tlsKey": str(self.tls.key)},
             "logger": {"level": "info", "format": "text"},
             "oauth2": {"skipApprovalScreen": True, "passwordConnector": "local",

@@ -31,7 +31,7 @@ from testservices import ServiceError
 from testservices.mlflowproc import start_entrypoint
 from testservices.oidc import Dex, DexClient, DexUser, OAuth2Proxy, free_port
 from tests.browser import Browser, spki_sha256
-from tests.oidc import ALICE, BOB, CLIENT_SECRET, MALLORY, bearer, browser_signs_in, forged
+from tests.oidc import ALICE, BOB, CLIENT_SECRET, MALLORY, OTHER, bearer, browser_signs_in, forged
 
 from .server_env import ARTIFACTS_DIR, last_json, tutorial_env
 from .server_env import TUTORIAL
@@ -39,7 +39,6 @@ from .server_env import TUTORIAL
 pytestmark = pytest.mark.timeout(1500)
 
 ID_TOKEN_SECONDS = 75  # short, so the expired token of the last test expires during the module
-OTHER = DexClient("other-app", "other-app-secret-42", ["http://127.0.0.1:1/callback"])
 API = "/api/2.0/mlflow/experiments/search?max_results=10"
 
 

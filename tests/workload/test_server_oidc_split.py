@@ -32,7 +32,7 @@ from testservices.oidc import Dex, DexClient, OAuth2Proxy, free_port
 
 from .server_env import last_json, tutorial_env
 from .server_env import TUTORIAL
-from tests.oidc import ALICE, BOB, CLIENT_SECRET, MALLORY, bearer, browser_signs_in
+from tests.oidc import ARTIFACT_APIS, ALICE, BOB, CLIENT_SECRET, MALLORY, artifact_requests, bearer, browser_signs_in
 from .test_server_oidc import local_proxy_args, secret_env
 
 pytestmark = pytest.mark.timeout(1500)
@@ -137,23 +137,10 @@ def split(tmp_path_factory, server_venv, postgres, _migrated_template):
     s.stop()
 
 
-def artifact_requests(api: str) -> list[tuple[str, str, dict]]:
-    """(method, path, requests kwargs) of every artifact route MLflow serves under one prefix."""
-    return [
-        ("PUT", f"{api}/artifacts/anon/file.txt", {"data": b"anonymous bytes"}),
-        ("GET", f"{api}/artifacts/anon/file.txt", {}),
-        ("GET", f"{api}/artifacts", {"params": {"path": "anon"}}),
-        ("DELETE", f"{api}/artifacts/anon/file.txt", {}),
-        ("POST", f"{api}/mpu/create/anon/big.bin", {"json": {"path": "big.bin", "num_parts": 2}}),
-        ("POST", f"{api}/mpu/complete/anon/big.bin", {"json": {"path": "big.bin", "upload_id": "x", "parts": []}}),
-        ("POST", f"{api}/mpu/abort/anon/big.bin", {"json": {"path": "big.bin", "upload_id": "x"}}),
-    ]
-
-
 def test_every_artifact_route_refuses_anonymous_requests_through_the_route_and_on_the_service(split):
     seen = []
     for base, where in ((split.url, "route"), (split.artifacts_service, "artifacts Service")):
-        for api in (ARTIFACTS_API, "/ajax-api/2.0/mlflow-artifacts"):
+        for api in ARTIFACT_APIS:
             for method, path, kw in artifact_requests(api):
                 r = requests.request(method, base + path, timeout=30, allow_redirects=False, **kw)
                 seen.append((where, method, path, r.status_code))
@@ -235,7 +222,7 @@ def test_an_artifacts_only_server_behind_the_sidecar_refuses_anonymous_requests(
                         secret_env(containers["oauth2-proxy"], secrets), tmp_path / "proxy", port).start()
     try:
         statuses = [(m, p, requests.request(m, proxy.url + p, timeout=30, allow_redirects=False, **kw).status_code)
-                    for api in (ARTIFACTS_API, "/ajax-api/2.0/mlflow-artifacts") for m, p, kw in artifact_requests(api)]
+                    for api in ARTIFACT_APIS for m, p, kw in artifact_requests(api)]
         assert [s for s in statuses if s[2] != 401] == [] and len(statuses) == 14
         assert not any(store.rglob("*"))
         alice = bearer(split.token(ALICE))
