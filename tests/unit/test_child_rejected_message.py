@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from kubernetes.client.exceptions import ApiException
+from mlflow_operator.controller.kube import ApiException
 from mlflow_operator.controller.kube import ChildRejected
 
 DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "team", "namespace": "ml"}}

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServer, TrackingServerClass
 from ..constants import API_VERSION, GROUP
 from ..crd import trackingserver_schema
 from ..render.classes import apply_class
 from . import kube
+from .kube import ApiException
 from .conditions import Condition, merge_conditions
 from .provisioning import DEPROVISIONED, ProvisioningBlocked, drop_provisioned
 

@@ -32,13 +32,13 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServerClass, load_trackingserverclass
 from ..constants import API_VERSION, CLASS_PLURAL, GROUP, OWNER_NAMESPACE_LABEL, OWNER_UID_ANNOTATION, PLURAL, VERSION
 from ..render import RenderContext
 from ..render.classes import class_name_for
 from . import kube, metrics, watch_streams
+from .kube import ApiException
 from .deprovision import FINALIZER as DEPROVISION_FINALIZER
 from .reconcile import reconcile
 from .workqueue import WorkQueue
@@ -153,6 +153,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
                                render_base=memo.get("render_base") or RenderContext(), settings=settings)
     state.pool = concurrent.futures.ThreadPoolExecutor(max_workers=state.workers, thread_name_prefix="reconcile")
     state.tasks = [asyncio.get_running_loop().create_task(_worker(state)) for _ in range(state.workers)]
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Kopf's watches and events with the credentials of the operator's own requests (credentials.py):
+    one loader, so both reach the same API server as the same user. Kopf asks again after a 401,
+    and the token file of a ServiceAccount is re-read then."""
+    c = kube.client().credentials
+    token = c.bearer_token(fresh=True)
+    return kopf.ConnectionInfo(
+        server=c.server, ca_path=c.ca_file, insecure=c.insecure or None, scheme="Bearer" if token else None,
+        token=token, certificate_path=c.cert_file, private_key_path=c.key_file,
+        username=None if token else c.username, password=None if token else c.password,
+        default_namespace=c.namespace)
 
 
 @kopf.on.cleanup()

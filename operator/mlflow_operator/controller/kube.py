@@ -1,5 +1,8 @@
 """Kubernetes API access for the reconciler: plain REST calls, server-side apply under one field manager.
 
+Requests go out over one urllib3 pool with the credentials of controller/credentials.py (the
+`kubernetes` client package is not used: it cost memory, and its DynamicClient was unsafe here).
+
 Safe to call from every worker thread at once. The kinds the operator touches are a fixed table, so
 no discovery runs for them: the `kubernetes` DynamicClient's discovery cache is not thread-safe
 (concurrent passes failed with KeyError 'resources' / 'apis' whenever one thread refreshed it while
@@ -20,12 +23,12 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import kubernetes
 import urllib3
-from kubernetes.client.exceptions import ApiException
-from kubernetes.utils.quantity import parse_quantity
+
+from ..api.quantity import parse_quantity
+from . import credentials
 
 FIELD_MANAGER = "mlflow-operator"
 log = logging.getLogger(__name__)
@@ -79,6 +82,20 @@ KINDS: dict[tuple[str, str], Kind] = {
 CLUSTER_SCOPED_KINDS = {k.kind for k in KINDS.values() if not k.namespaced}
 
 
+class ApiException(Exception):
+    """The API server refused a request (status, reason, the Status body as text), or status 0:
+    it could not be asked (ApiUnavailable)."""
+
+    def __init__(self, status: int | None = None, reason: str | None = None, body: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(status, reason)
+        self.status, self.reason, self.body, self.headers = status, reason, body, headers
+
+    def __str__(self) -> str:
+        text = f"({self.status})\nReason: {self.reason}\n"
+        return text + (f"HTTP response body: {self.body}\n" if self.body else "")
+
+
 class ApiUnavailable(ApiException):
     """The API server did not answer in time, or the connection failed: a cause in the cluster."""
 
@@ -130,15 +147,17 @@ class TokenBucket:
 
 class _Client:
     def __init__(self) -> None:
-        config = kubernetes.client.Configuration()
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=config)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=config)
+        self.credentials = credentials.load()
+        c = self.credentials
+        tls: dict[str, Any] = {"cert_reqs": "CERT_NONE"} if c.insecure else {"cert_reqs": "CERT_REQUIRED", "ca_certs": c.ca_file}
+        if c.cert_file:
+            tls.update(cert_file=c.cert_file, key_file=c.key_file)
+        if c.insecure:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         # Retries are ours to decide (the pass is retried); a read is not repeated behind our back.
-        config.retries = urllib3.Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0)
-        config.connection_pool_maxsize = max(1, settings.connections)
-        self.api = kubernetes.client.ApiClient(config)
+        self.http = urllib3.PoolManager(
+            num_pools=1, maxsize=max(1, settings.connections), block=False,
+            retries=urllib3.Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0), **tls)
         self.bucket = TokenBucket(settings.qps, settings.burst)
 
     def request(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
@@ -152,21 +171,22 @@ class _Client:
             read = min(read, left)
         self.bucket.wait()
         _local.requests = getattr(_local, "requests", 0) + 1
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        method_, url, headers, body_, post = self.api.param_serialize(
-            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"],
-            query_params=[(k, v) for k, v in (query or {}).items() if v is not None])
+        headers = {"Accept": "application/json", **self.credentials.headers()}
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+            payload = json.dumps(body, separators=(",", ":")).encode()
+        params = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (query or {}).items() if v is not None]
+        url = self.credentials.server + path + (f"?{urlencode(params)}" if params else "")
         try:
-            response = self.api.call_api(method_, url, header_params=headers, body=body_, post_params=post,
-                                         _request_timeout=(settings.connect_timeout, read))
-            data = response.read()
+            response = self.http.request(method, url, body=payload, headers=headers, preload_content=True,
+                                         timeout=urllib3.Timeout(connect=settings.connect_timeout, read=read))
         except urllib3.exceptions.HTTPError as exc:
             raise ApiUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        data = response.data
         if not 200 <= response.status < 300:
             raise ApiException(status=response.status, reason=response.reason,
-                               body=data.decode(errors="replace") if data else None)
+                               body=data.decode(errors="replace") if data else None, headers=dict(response.headers))
         return json.loads(data) if data else {}
 
 
@@ -437,7 +457,8 @@ def _same_scalar(want: Any, have: Any) -> bool:
     if isinstance(want, str) and isinstance(have, str):
         # The API server keeps quantities in canonical form ("1024Mi" is stored as "1Gi").
         try:
-            return parse_quantity(want) == parse_quantity(have)
+            parsed = parse_quantity(want)
+            return parsed is not None and parsed == parse_quantity(have)
         except (ValueError, TypeError):
             return False
     return False

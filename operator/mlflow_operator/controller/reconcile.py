@@ -21,7 +21,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from kubernetes.client.exceptions import ApiException
 
 from ..api import InvalidTrackingServer, TrackingServer, load_trackingserver
 from ..api import derived as d
@@ -32,6 +31,7 @@ from ..api import TrackingServerClass
 from ..crd import trackingserver_schema
 from ..render.classes import apply_class, class_name_for
 from . import kube, metrics
+from .kube import ApiException
 from .conditions import Condition, find, keep_only, merge_conditions
 from .dataplace import data_in_place
 from .deprovision import finalize, has_finalizer, set_finalizer, wants_finalizer

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-from kubernetes.utils.quantity import parse_quantity
-
+from ..api.quantity import parse_quantity as _parse_quantity
 from . import kube
 from .conditions import Condition
+from .kube import ApiException
+
+
+def parse_quantity(value: str) -> Any:
+    """A quantity's exact value; ValueError for what is not one (the API server stores only quantities)."""
+    parsed = _parse_quantity(value)
+    if parsed is None:
+        raise ValueError(f"not a quantity: {value!r}")
+    return parsed
 
 
 def _requested(pvc: dict[str, Any]) -> str:

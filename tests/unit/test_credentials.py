@@ -1,0 +1,85 @@
+"""Where the operator finds the API server and its credentials (controller/credentials.py): a pod's
+ServiceAccount, or a kubeconfig as kubectl reads it. The requests themselves are tested against the
+real API server in the cluster tier."""
+from __future__ import annotations
+
+import base64
+import os
+import stat
+
+import pytest
+import yaml
+
+from mlflow_operator.controller import credentials
+
+
+def write_kubeconfig(path, user: dict, cluster: dict | None = None, current: str = "dev"):
+    path.write_text(yaml.safe_dump({
+        "current-context": current,
+        "contexts": [{"name": "dev", "context": {"cluster": "c", "user": "u", "namespace": "team"}}],
+        "clusters": [{"name": "c", "cluster": cluster or {"server": "https://127.0.0.1:6443/", "certificate-authority": "ca.crt"}}],
+        "users": [{"name": "u", "user": user}],
+    }))
+    return path
+
+
+def test_a_pod_uses_its_service_account_and_rereads_a_rotated_token(tmp_path):
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("first\n")
+    (sa / "ca.crt").write_text("CA")
+    (sa / "namespace").write_text("mlflow-operator")
+    c = credentials.load({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}, sa)
+    assert (c.server, c.ca_file, c.namespace) == ("https://10.96.0.1:443", str(sa / "ca.crt"), "mlflow-operator")
+    assert c.headers() == {"Authorization": "Bearer first"}
+    (sa / "token").write_text("rotated")
+    assert c.bearer_token() == "first"  # within the minute: not re-read per request
+    assert c.bearer_token(fresh=True) == "rotated"
+    v6 = credentials.load({"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}, sa)
+    assert v6.server == "https://[fd00::1]:443"
+
+
+def test_a_kubeconfig_resolves_paths_beside_itself_and_writes_data_fields_to_private_files(tmp_path):
+    kc = write_kubeconfig(tmp_path / "config", {
+        "client-certificate-data": base64.b64encode(b"CERT").decode(),
+        "client-key-data": base64.b64encode(b"KEY").decode()})
+    c = credentials.load({"KUBECONFIG": str(kc), "HOME": str(tmp_path)}, tmp_path / "no-sa")
+    assert c.server == "https://127.0.0.1:6443" and c.ca_file == str(tmp_path / "ca.crt") and c.namespace == "team"
+    assert open(c.cert_file, "rb").read() == b"CERT" and open(c.key_file, "rb").read() == b"KEY"
+    assert stat.S_IMODE(os.stat(c.key_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(c.key_file)).st_mode) == 0o700
+    assert c.headers() == {}
+
+
+def test_tokens_token_files_and_basic_auth(tmp_path):
+    (tmp_path / "tok").write_text("from-file")
+    assert credentials.from_kubeconfig([write_kubeconfig(tmp_path / "a", {"token": "t"})]).headers() == {
+        "Authorization": "Bearer t"}
+    assert credentials.from_kubeconfig([write_kubeconfig(tmp_path / "b", {"tokenFile": "tok"})]).headers() == {
+        "Authorization": "Bearer from-file"}
+    basic = credentials.from_kubeconfig([write_kubeconfig(tmp_path / "c", {"username": "admin", "password": "pw"})])
+    assert basic.headers() == {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+    insecure = credentials.from_kubeconfig([write_kubeconfig(
+        tmp_path / "d", {"token": "t"}, {"server": "https://k:6443", "insecure-skip-tls-verify": True})])
+    assert insecure.insecure and insecure.ca_file is None
+
+
+def test_kubeconfig_files_merge_as_kubectl_merges_them(tmp_path):
+    """The first file that sets current-context wins; a name's first definition wins; a missing file is skipped."""
+    first = tmp_path / "first"
+    first.write_text(yaml.safe_dump({"current-context": "dev", "users": [{"name": "u", "user": {"token": "first"}}]}))
+    second = write_kubeconfig(tmp_path / "second", {"token": "second"}, current="other")
+    c = credentials.from_kubeconfig([tmp_path / "missing", first, second])
+    assert c.token == "first" and c.server == "https://127.0.0.1:6443"
+
+
+def test_what_cannot_be_used_is_refused_with_a_reason(tmp_path):
+    plugin = write_kubeconfig(tmp_path / "exec", {"exec": {"command": "aws", "args": ["eks", "get-token"]}})
+    with pytest.raises(credentials.CredentialsError, match="exec or auth-provider plugin.*kubectl create token"):
+        credentials.from_kubeconfig([plugin])
+    with pytest.raises(credentials.CredentialsError, match="no current-context"):
+        credentials.from_kubeconfig([write_kubeconfig(tmp_path / "none", {"token": "t"}, current="")])
+    with pytest.raises(credentials.CredentialsError, match="'nowhere' is not a context"):
+        credentials.from_kubeconfig([write_kubeconfig(tmp_path / "bad", {"token": "t"}, current="nowhere")])
+    with pytest.raises(credentials.CredentialsError, match="KUBECONFIG is not set"):
+        credentials.load({"HOME": str(tmp_path)}, tmp_path / "no-sa")
