@@ -83,3 +83,18 @@ def test_what_cannot_be_used_is_refused_with_a_reason(tmp_path):
         credentials.from_kubeconfig([write_kubeconfig(tmp_path / "bad", {"token": "t"}, current="nowhere")])
     with pytest.raises(credentials.CredentialsError, match="KUBECONFIG is not set"):
         credentials.load({"HOME": str(tmp_path)}, tmp_path / "no-sa")
+
+
+def test_the_operators_process_loads_no_kubernetes_client_package_even_where_one_is_installed():
+    """The tests' venv has `kubernetes` and pykube; the image has neither. The process must be the
+    same in both: Kopf and the handlers import without them (Kopf logs in through on.login)."""
+    import subprocess
+    import sys
+
+    script = ("from mlflow_operator.controller import main; main.block_unused_client_packages()\n"
+              "import kopf, mlflow_operator.controller.handlers, mlflow_operator.controller.watch_streams, sys\n"
+              "print(sorted(m for m, v in sys.modules.items() if v is not None and m.split('.')[0] in "
+              "('kubernetes', 'kubernetes_asyncio', 'pykube')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

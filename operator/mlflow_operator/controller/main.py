@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from ..constants import DEFAULT_CLUSTER_DOMAIN, DEFAULT_IMAGE, MLFLOW_VERSION
@@ -119,7 +120,20 @@ def quiet_repetitions() -> None:
     logging.getLogger("kopf._core.reactor.observation").addFilter(_Once("Unresolved resources cannot be served"))
 
 
+# Client packages the operator's process never imports: it has its own client (kube.py,
+# credentials.py), and Kopf imports these, when installed, only for integrations the operator does
+# not use (about 14 MB of the process). The image has none of them; beside the tests (whose own
+# admin client is `kubernetes`) they would make the process the tests measure differ from it.
+UNUSED_CLIENT_PACKAGES = ("kubernetes", "kubernetes_asyncio", "pykube")
+
+
+def block_unused_client_packages() -> None:
+    for package in UNUSED_CLIENT_PACKAGES:
+        sys.modules.setdefault(package, None)  # `import` of it raises ImportError (Kopf expects that)
+
+
 def run(args: argparse.Namespace) -> int:
+    block_unused_client_packages()
     import kopf
 
     from ..render import RenderContext
