@@ -73,10 +73,49 @@ def test_kubeconfig_files_merge_as_kubectl_merges_them(tmp_path):
     assert c.token == "first" and c.server == "https://127.0.0.1:6443"
 
 
+PLUGIN = """#!{python}
+import json, os, sys, pathlib
+calls = pathlib.Path(sys.argv[1])
+n = int(calls.read_text()) + 1 if calls.exists() else 1
+calls.write_text(str(n))
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+assert info["kind"] == "ExecCredential" and info["spec"]["interactive"] is False, info
+print(json.dumps({{"apiVersion": info["apiVersion"], "kind": "ExecCredential", "status": {{
+    "token": os.environ["TEAM"] + "-" + str(n), "expirationTimestamp": sys.argv[2]}}}}))
+"""
+
+
+def test_an_exec_plugin_runs_as_kubectl_runs_it_and_again_when_its_token_expires(tmp_path):
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    plugin = bin_dir / "get-token"
+    plugin.write_text(PLUGIN.format(python=sys.executable))
+    plugin.chmod(0o755)
+    calls = tmp_path / "calls"
+
+    def kubeconfig(name: str, expiry: str):
+        return write_kubeconfig(tmp_path / name, {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": "bin/get-token",  # relative to the file
+            "args": [str(calls), expiry], "env": [{"name": "TEAM", "value": "ml"}]}})
+
+    lasting = credentials.from_kubeconfig([kubeconfig("lasting", "2999-01-01T00:00:00Z")])
+    assert lasting.headers() == {"Authorization": "Bearer ml-1"}
+    assert lasting.bearer_token() == "ml-1"  # not expired: not run again
+    assert lasting.bearer_token(fresh=True) == "ml-2"  # after a 401 (Kopf's re-login)
+    expired = credentials.from_kubeconfig([kubeconfig("expired", "2000-01-01T00:00:00Z")])
+    assert expired.bearer_token() == "ml-3" and expired.bearer_token() == "ml-4"
+
+    failing = credentials.from_kubeconfig([write_kubeconfig(tmp_path / "failing", {"exec": {"command": "false"}})])
+    with pytest.raises(credentials.CredentialsError, match="exec plugin 'false' exited 1"):
+        failing.headers()
+
+
 def test_what_cannot_be_used_is_refused_with_a_reason(tmp_path):
-    plugin = write_kubeconfig(tmp_path / "exec", {"exec": {"command": "aws", "args": ["eks", "get-token"]}})
-    with pytest.raises(credentials.CredentialsError, match="exec or auth-provider plugin.*kubectl create token"):
-        credentials.from_kubeconfig([plugin])
+    provider = write_kubeconfig(tmp_path / "provider", {"auth-provider": {"name": "gcp"}})
+    with pytest.raises(credentials.CredentialsError, match="auth-provider plugin.*kubectl create token"):
+        credentials.from_kubeconfig([provider])
     with pytest.raises(credentials.CredentialsError, match="no current-context"):
         credentials.from_kubeconfig([write_kubeconfig(tmp_path / "none", {"token": "t"}, current="")])
     with pytest.raises(credentials.CredentialsError, match="'nowhere' is not a context"):

@@ -7,17 +7,21 @@ name winning, as kubectl merges them) or ~/.kube/config, with a client certifica
 token file, or a username and password. Paths in a kubeconfig are relative to that file; data
 fields are written once to private files, because both TLS stacks read certificates from files.
 
-Not supported: exec and auth-provider plugins (cloud CLIs that mint short-lived tokens). The
-operator runs in the cluster on its ServiceAccount; to run it elsewhere against such a cluster,
-give it a kubeconfig with a token (e.g. `kubectl create token`).
+An exec plugin (the cloud CLIs that mint short-lived tokens: `aws eks get-token`,
+`gke-gcloud-auth-plugin`, kubelogin) is run as kubectl runs it (client.authentication.k8s.io
+ExecCredential, non-interactive) and again when its token expires. Not supported: the removed
+auth-provider plugins, and a client certificate an exec plugin rotates (its first one is used).
 
 This is the operator's own loader, not the `kubernetes` package's: that package (and Kopf's import
-of it when installed) cost the process about 14 MB of its memory for two functions.
+of it when installed) cost the process about 11 MB of its memory for two functions.
 """
 from __future__ import annotations
 
 import base64
+import datetime
+import json
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -29,6 +33,8 @@ import yaml
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60.0  # the kubelet rotates projected tokens well before they expire
+EXEC_TIMEOUT_SECONDS = 60.0  # a cloud CLI asking its metadata server or refreshing its own login
+EXEC_EXPIRY_MARGIN_SECONDS = 30.0  # an exec plugin's token is renewed this long before it expires
 
 
 class CredentialsError(Exception):
@@ -47,11 +53,18 @@ class Credentials:
     username: str | None = None
     password: str | None = None
     namespace: str | None = None
+    exec_plugin: dict[str, Any] | None = None  # a kubeconfig user's `exec`, its command resolved
+    _expires_at: float | None = field(default=None, repr=False)  # the exec plugin's token's expiry
     _read_at: float = field(default=0.0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bearer_token(self, fresh: bool = False) -> str | None:
         """The token, re-read from its file once a minute (a rotated ServiceAccount token), or now."""
+        if self.exec_plugin is not None:
+            with self._lock:
+                if fresh or self.token is None or (self._expires_at is not None and time.time() >= self._expires_at):
+                    self._run_exec_plugin()
+                return self.token
         if not self.token_file:
             return self.token
         with self._lock:
@@ -59,6 +72,33 @@ class Credentials:
                 self.token = Path(self.token_file).read_text().strip() or None
                 self._read_at = time.monotonic()
             return self.token
+
+    def _run_exec_plugin(self) -> None:
+        plugin = self.exec_plugin or {}
+        api_version = plugin.get("apiVersion") or "client.authentication.k8s.io/v1"
+        env = {**os.environ, **{e["name"]: e.get("value", "") for e in plugin.get("env") or []},
+               "KUBERNETES_EXEC_INFO": json.dumps({"apiVersion": api_version, "kind": "ExecCredential",
+                                                   "spec": {"interactive": False}})}
+        command = [plugin["command"], *(plugin.get("args") or [])]
+        try:
+            done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=EXEC_TIMEOUT_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CredentialsError(f"the kubeconfig's exec plugin {command[0]!r} could not run: {exc}") from exc
+        if done.returncode != 0:
+            raise CredentialsError(f"the kubeconfig's exec plugin {command[0]!r} exited {done.returncode}: "
+                                   f"{done.stderr.strip()[-500:]}")
+        try:
+            status = json.loads(done.stdout).get("status") or {}
+        except ValueError as exc:
+            raise CredentialsError(f"the kubeconfig's exec plugin {command[0]!r} printed no ExecCredential") from exc
+        if status.get("clientCertificateData") and not self.cert_file:
+            self.cert_file = _private_file(status["clientCertificateData"].encode(), "cert")
+            self.key_file = _private_file(status["clientKeyData"].encode(), "key")
+        self.token = status.get("token")
+        expiry = status.get("expirationTimestamp")
+        self._expires_at = (datetime.datetime.fromisoformat(expiry.replace("Z", "+00:00")).timestamp()
+                            - EXEC_EXPIRY_MARGIN_SECONDS) if expiry else None
 
     def headers(self) -> dict[str, str]:
         token = self.bearer_token()
@@ -112,10 +152,16 @@ def from_kubeconfig(paths: list[Path]) -> Credentials:
         user_dir, user = found["users"][context["user"]] if context.get("user") else (Path("."), {})
     except KeyError as exc:
         raise CredentialsError(f"the kubeconfig's context {current!r} names {exc} which it does not define") from exc
-    if "exec" in user or "auth-provider" in user:
+    if "auth-provider" in user:
         raise CredentialsError(
-            f"the kubeconfig's user of context {current!r} uses an exec or auth-provider plugin, which the "
-            "operator does not run: give it a token (kubectl create token), a token file or a client certificate")
+            f"the kubeconfig's user of context {current!r} uses an auth-provider plugin (removed from kubectl): "
+            "use its exec plugin, a token (kubectl create token), a token file or a client certificate")
+    plugin = dict(user["exec"]) if user.get("exec") else None
+    if plugin is not None:
+        if not plugin.get("command"):
+            raise CredentialsError(f"the kubeconfig's exec plugin of context {current!r} names no command")
+        if os.sep in plugin["command"] and not os.path.isabs(plugin["command"]):
+            plugin["command"] = str(user_dir / plugin["command"])  # as kubectl: relative to the kubeconfig
     if not cluster.get("server"):
         raise CredentialsError(f"the kubeconfig's cluster of context {current!r} has no server")
     token_file = user.get("tokenFile")
@@ -129,6 +175,7 @@ def from_kubeconfig(paths: list[Path]) -> Credentials:
         key_file=_file(user_dir, user.get("client-key"), user.get("client-key-data"), "key"),
         username=user.get("username"), password=user.get("password"),
         namespace=context.get("namespace"),
+        exec_plugin=plugin,
     )
 
 
@@ -137,16 +184,20 @@ _private_dir: str | None = None
 
 def _file(base: Path, path: str | None, data: str | None, label: str) -> str | None:
     """A kubeconfig's file field (relative to the kubeconfig) or its base64 data field, as a path."""
-    global _private_dir
     if path:
         return str(base / os.path.expanduser(path))
     if not data:
         return None
+    return _private_file(base64.b64decode(data), label)
+
+
+def _private_file(content: bytes, label: str) -> str:
+    global _private_dir
     if _private_dir is None:
         _private_dir = tempfile.mkdtemp(prefix="mlflow-operator-credentials-")  # 0700
     fd, name = tempfile.mkstemp(prefix=f"{label}-", suffix=".pem", dir=_private_dir)  # 0600
     with os.fdopen(fd, "wb") as out:
-        out.write(base64.b64decode(data))
+        out.write(content)
     return name
 
 
