@@ -73,6 +73,12 @@ class Credentials:
                 self._read_at = time.monotonic()
             return self.token
 
+    def token_expiry(self) -> datetime.datetime | None:
+        """When the exec plugin's token is renewed (None: a token that does not expire here)."""
+        if self._expires_at is None:
+            return None
+        return datetime.datetime.fromtimestamp(self._expires_at, datetime.timezone.utc)
+
     def _run_exec_plugin(self) -> None:
         plugin = self.exec_plugin or {}
         api_version = plugin.get("apiVersion") or "client.authentication.k8s.io/v1"

@@ -166,7 +166,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
         server=c.server, ca_path=c.ca_file, insecure=c.insecure or None, scheme="Bearer" if token else None,
         token=token, certificate_path=c.cert_file, private_key_path=c.key_file,
         username=None if token else c.username, password=None if token else c.password,
-        default_namespace=c.namespace)
+        default_namespace=c.namespace, expiration=c.token_expiry())  # an exec plugin's: Kopf logs in again before
 
 
 @kopf.on.cleanup()
