@@ -17,10 +17,12 @@ of it when installed) cost the process about 11 MB of its memory for two functio
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -201,6 +203,7 @@ def _private_file(content: bytes, label: str) -> str:
     global _private_dir
     if _private_dir is None:
         _private_dir = tempfile.mkdtemp(prefix="mlflow-operator-credentials-")  # 0700
+        atexit.register(shutil.rmtree, _private_dir, ignore_errors=True)  # no key left behind
     fd, name = tempfile.mkstemp(prefix=f"{label}-", suffix=".pem", dir=_private_dir)  # 0600
     with os.fdopen(fd, "wb") as out:
         out.write(content)
