@@ -1,6 +1,5 @@
 """Pure parts of the reconciler: conditions, rollout observation, readiness summary."""
 
-import datetime
 from mlflow_operator.controller.conditions import Condition, merge_conditions
 from mlflow_operator.controller.migrations import job_state
 from dataclasses import replace
@@ -306,14 +305,22 @@ def test_default_image_takes_a_mirrors_repository_or_a_full_reference():
     assert default_image("  ") == DEFAULT_IMAGE
 
 
-def test_a_claims_events_are_read_only_when_it_stays_unbound():
-    from mlflow_operator.controller.observe import CLAIM_EVENTS_AFTER_SECONDS, claim_events_worth_reading
+def test_a_claims_events_are_read_only_while_it_is_unbound_and_at_most_every_30_seconds():
+    from mlflow_operator.controller.observe import CLAIM_EVENTS_SECONDS, claim_events
 
-    born = 1_800_000_000.0
-    created = datetime.datetime.fromtimestamp(born, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    claim = {"metadata": {"name": "ts-data", "creationTimestamp": created}, "status": {"phase": "Pending"}}
-    assert not claim_events_worth_reading(claim, now=born + 1)  # being bound, as usual
-    assert claim_events_worth_reading(claim, now=born + CLAIM_EVENTS_AFTER_SECONDS)
-    assert not claim_events_worth_reading({**claim, "status": {"phase": "Bound"}}, now=born + 3600)
-    assert not claim_events_worth_reading(None, now=born + 3600)
-    assert claim_events_worth_reading({"metadata": {"name": "x"}, "status": {}})  # no age known: ask
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return [{"reason": "FailedBinding", "message": f"call {len(calls)}"}]
+
+    pending = {"metadata": {"name": "ts-data"}, "status": {"phase": "Pending"}}
+    assert claim_events("ns", "ts-data", pending, now=100.0, fetch=fetch)[0]["message"] == "call 1"
+    assert claim_events("ns", "ts-data", pending, now=110.0, fetch=fetch)[0]["message"] == "call 1"  # reused
+    assert claim_events("ns", "ts-data", pending, now=100.0 + CLAIM_EVENTS_SECONDS, fetch=fetch)[0]["message"] == "call 2"
+    assert claim_events("ns", "other", pending, now=131.0, fetch=fetch)[0]["message"] == "call 3"  # per claim
+    bound = {**pending, "status": {"phase": "Bound"}}
+    assert claim_events("ns", "ts-data", bound, now=500.0, fetch=fetch) == [] and len(calls) == 3
+    assert claim_events("ns", "ts-data", None, now=500.0, fetch=fetch) == [] and len(calls) == 3
+    # unbound again later (a new claim of that name): asked afresh, the old answer forgotten
+    assert claim_events("ns", "ts-data", pending, now=501.0, fetch=fetch)[0]["message"] == "call 4"

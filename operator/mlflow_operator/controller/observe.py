@@ -1,7 +1,7 @@
 """Status from observation: what the Deployments, their pods and the pods' store checks say now."""
 from __future__ import annotations
 
-import datetime
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -136,26 +136,33 @@ def claim_problem(claim: dict[str, Any] | None, events: list[dict[str, Any]]) ->
     return f"PersistentVolumeClaim {name}: {newest.get('reason')}: {_last_lines(newest['message'])}"
 
 
-# A claim Pending for less than this is being bound or provisioned as usual: its events are read
-# (a request: Events are not watched) only when it stays Pending.
-CLAIM_EVENTS_AFTER_SECONDS = 30.0
+# Events are not watched: a claim's are LISTed at most this often (one claim, all its passes).
+CLAIM_EVENTS_SECONDS = 30.0
+_claim_events: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+_claim_events_lock = threading.Lock()
 
 
-def claim_events_worth_reading(claim: dict[str, Any] | None, now: float | None = None) -> bool:
-    """Whether a claim's events may say why it is not bound: it exists, is not Bound, and has been
-    Pending long enough that binding is not simply under way. A pod the scheduler marked
-    Unschedulable before its claim was bound keeps that condition until it is scheduled: then the
-    claim is Bound and there is nothing to ask (at N=500 these were ~2,700 LISTs of Events)."""
+def claim_events(namespace: str, name: str, claim: dict[str, Any] | None,
+                 now: float | None = None, fetch: Callable[[], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """The events of a claim that is not bound, read at most once per CLAIM_EVENTS_SECONDS. None for
+    a claim that is Bound or gone: a pod the scheduler marked Unschedulable before its claim was
+    bound keeps that condition until it is scheduled, and asking then is a wasted LIST (at N=500
+    ~2,700 of them during convergence, when every pass over such a pod asked)."""
+    key = (namespace, name)
     if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
-        return False
-    created = (claim.get("metadata") or {}).get("creationTimestamp")
-    if not created:
-        return True
-    try:
-        born = datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return True
-    return (time.time() if now is None else now) - born >= CLAIM_EVENTS_AFTER_SECONDS
+        with _claim_events_lock:
+            _claim_events.pop(key, None)
+        return []
+    now = time.monotonic() if now is None else now
+    with _claim_events_lock:
+        hit = _claim_events.get(key)
+    if hit and now - hit[0] < CLAIM_EVENTS_SECONDS:
+        return hit[1]
+    events = (fetch or (lambda: kube.list_objects(
+        "v1", "Event", namespace, "", field_selector=f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}")))()
+    with _claim_events_lock:
+        _claim_events[key] = (now, events)
+    return events
 
 
 def _claims_of_problem_pod(ts: TrackingServer, problem: PodProblem) -> PodProblem:
@@ -163,10 +170,7 @@ def _claims_of_problem_pod(ts: TrackingServer, problem: PodProblem) -> PodProble
         return problem
     name = naming.volume_claim_name(ts)
     claim = kube.get("v1", "PersistentVolumeClaim", ts.namespace, name)
-    events = kube.list_objects("v1", "Event", ts.namespace, "",
-                               field_selector=f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}"
-                               ) if claim_events_worth_reading(claim) else []
-    detail = claim_problem(claim, events)
+    detail = claim_problem(claim, claim_events(ts.namespace, name, claim))
     return replace(problem, message=f"{problem.message}; {detail}") if detail else problem
 
 
