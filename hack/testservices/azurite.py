@@ -79,6 +79,10 @@ class Azurite:
         return (f"DefaultEndpointsProtocol=http;AccountName={self.account};AccountKey={self.key};"
                 f"BlobEndpoint={self.blob_endpoint(host, port)};")
 
+    def env(self) -> dict[str, str]:
+        """What a process on this machine needs to reach us through azure-storage-blob (MLflow's Azure repo)."""
+        return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string()}
+
     def start(self) -> "Azurite":
         binary = azurite_blob_binary()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir),

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import textwrap
 
 import pytest
 
@@ -245,25 +243,26 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# azure-storage-blob (MLflow's Azure repository's client) in the client virtualenv, against Azurite on
+# loopback: the container created (ACTION=create) or not, then its blobs under PREFIX with the SHA-256
+# of each (ACTION=read) or none.
 AZURE_BLOBS = """
-import json, os, sys
+import hashlib, json, os
 from azure.storage.blob import BlobServiceClient
-service = BlobServiceClient.from_connection_string(os.environ["CONN"])
+service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
 container = service.get_container_client(os.environ["CONTAINER"])
-if sys.argv[1] == "create":
+if os.environ["ACTION"] == "create":
     container.create_container()
-print(json.dumps([b.name for b in container.list_blobs()]))
+names = [b.name for b in container.list_blobs(name_starts_with=os.environ.get("PREFIX") or None)]
+read = os.environ["ACTION"] == "read"
+print(json.dumps({n: hashlib.sha256(container.download_blob(n).readall()).hexdigest() if read else None for n in names}))
 """
 
 
-def _azure_blobs(real, action: str, container: str) -> list[str]:
-    """azure-storage-blob (the server image's) on the host against Azurite on loopback."""
-    venv = real.request.getfixturevalue("server_venv")
-    res = subprocess.run([str(venv.python), "-c", textwrap.dedent(AZURE_BLOBS), action],
-                         env={"CONN": real.azurite.connection_string(), "CONTAINER": container, "PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+def _azure_blobs(real, action: str, container: str, prefix: str = "") -> dict[str, str | None]:
+    """The container's blobs (under `prefix`) as Azurite lists them; with action "read" each one's SHA-256."""
+    env = {**real.azurite.env(), "CONTAINER": container, "ACTION": action, "PREFIX": prefix}
+    return last_json(real.client(AZURE_BLOBS, env, timeout=120).stdout)
 
 
 def _pods_ready(real, name: str, expected: dict[str, int]) -> dict[str, list[dict]]:
@@ -388,7 +387,8 @@ listing = requests.get(f"{base}/ajax-api/2.0/mlflow-artifacts/artifacts",
                        params={"path": f"{exp}/{run_id}/artifacts/notes"}, timeout=60)
 listed = requests.get(f"{base}/ajax-api/2.0/mlflow/artifacts/list", params={"run_id": run_id, "path": "notes"},
                       timeout=60)
-download = requests.get(f"{base}/get-artifact", params={"path": "notes/hello.txt", "run_uuid": run_id}, timeout=60)
+download = requests.get(f"{base}/get-artifact", params={"path": os.environ.get("FILE", "notes/hello.txt"), "run_uuid": run_id},
+                        timeout=60)
 print(json.dumps({"listing": [listing.status_code, listing.text[:500]], "listed": [listed.status_code, listed.text[:500]],
                   "download": [download.status_code, download.text[:200]]}))
 """
@@ -514,7 +514,7 @@ def check_09(real, ts, live, pods):
     forward = real.port_forward("speech")
     out = _quick(real, forward.url, "09")
     assert out["downloaded"] == "hello from 09\n", out
-    blobs = _azure_blobs(real, "list", "mlflow")
+    blobs = list(_azure_blobs(real, "list", "mlflow"))
     assert any(b.startswith("artifacts/") and b.endswith(f"{out['run_id']}/artifacts/notes/hello.txt") for b in blobs), blobs
     tables = {r[0] for r in real.mysql.query(
         real.secret_value("speech-db", "uri").rsplit("/", 1)[1], "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")}
@@ -549,7 +549,7 @@ def prepare(real, filename: str) -> tuple[dict, dict[str, int]]:
         destination = spec["artifacts"]["destination"]
         assert destination.startswith("wasbs://mlflow@acmespeech.blob.core.windows.net/"), destination
         spec["artifacts"]["destination"] = destination.replace("@acmespeech.", f"@{real.azurite.account}.")
-        assert _azure_blobs(real, "create", "mlflow") == []
+        assert _azure_blobs(real, "create", "mlflow") == {}
     replicas = spec.get("replicas", 1)
     if "autoscaling" in spec:
         replicas = spec["autoscaling"]["minReplicas"]
@@ -599,6 +599,38 @@ print(json.dumps(digests))
 """
 
 
+def _seed_tutorial_in_the_store(real, name: str, mode: str, root: str, client_env: dict[str, str], stored) -> None:
+    """The seed tutorial on server `name`, whose store is `root` + "/" + the mode's prefix; the client has
+    `client_env` (Direct mode: what it needs to write there itself). The run's artifact URI is the store's
+    (Direct) or the proxy's; every file of the run and of autolog's model is in the store under it,
+    byte-identical to what the client reads back (`stored(prefix)`: the store's names under `prefix`,
+    relative to it, with each one's SHA-256); the server itself reads the run's file back from the store
+    (the web UI's download: in Direct mode with the pods' own store settings)."""
+    prefix = mode.lower()
+    forward = real.port_forward(name)
+    out = tutorial(real, forward.url, **client_env)
+    digests = last_json(real.client(ARTIFACT_DIGESTS, {"MLFLOW_TRACKING_URI": forward.url, "RUN_ID": out["run_id"],
+                                                       **client_env}).stdout)
+    # where each artifact location is in the store: the proxy's paths are under the destination's prefix
+    store_uri = f"{root}/" if mode == "Direct" else "mlflow-artifacts:/"
+    assert out["artifact_uri"].startswith(store_uri + (f"{prefix}/" if mode == "Direct" else "")), out
+    assert len(digests) == 2, digests  # the run's artifacts and autolog's model
+    for location, files in digests.items():
+        assert location.startswith(store_uri), (location, store_uri)
+        under = location.removeprefix(store_uri).lstrip("/")
+        under = under if mode == "Direct" else f"{prefix}/{under}"
+        in_store = stored(under + "/")
+        assert in_store == files and files, (location, sorted(in_store), sorted(files))
+    run_files = digests[out["artifact_uri"]]
+    assert run_files["notes/notes.txt"] == _sha256(b"hello from the tutorial\n"), run_files
+    model_files = next(files for location, files in digests.items() if location != out["artifact_uri"])
+    assert "MLmodel" in model_files, model_files
+    ui = last_json(real.client(UI_ENDPOINTS, {"MLFLOW_TRACKING_URI": forward.url, "RUN_ID": out["run_id"],
+                                              "EXPERIMENT_ID": out["experiment_id"], "FILE": "notes/notes.txt"}).stdout)
+    assert ui["listed"][0] == 200 and "notes/notes.txt" in ui["listed"][1], ui
+    assert ui["download"] == [200, "hello from the tutorial\n"], ui
+
+
 @pytest.mark.parametrize("mode", ["Proxied", "Direct"])
 def test_seed_tutorial_with_artifacts_in_google_cloud_storage(real, mode):
     """Google Cloud Storage (fake-gcs-server through spec.artifacts.gcs.endpointUrl) in Proxied mode
@@ -618,27 +650,42 @@ def test_seed_tutorial_with_artifacts_in_google_cloud_storage(real, mode):
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["STORAGE_EMULATOR_HOST"] == endpoint and "GOOGLE_APPLICATION_CREDENTIALS" not in env, env
 
-    forward = real.port_forward(name)
+    def stored(under: str) -> dict[str, str]:
+        return {n.removeprefix(under): _sha256(real.gcs.read(bucket, n)) for n in real.gcs.object_names(bucket, under)}
+
     client_env = real.gcs.env() if mode == "Direct" else {}  # Proxied: the client knows no store
-    out = tutorial(real, forward.url, **client_env)
-    digests = last_json(real.client(ARTIFACT_DIGESTS, {"MLFLOW_TRACKING_URI": forward.url, "RUN_ID": out["run_id"],
-                                                       **client_env}).stdout)
-    # where each artifact location is in the bucket: the proxy's paths are under the destination's prefix
-    store_uri = f"gs://{bucket}/" if mode == "Direct" else "mlflow-artifacts:/"
-    assert out["artifact_uri"].startswith(store_uri + (f"{prefix}/" if mode == "Direct" else "")), out
-    assert len(digests) == 2, digests  # the run's artifacts and autolog's model
-    for location, files in digests.items():
-        assert location.startswith(store_uri), (location, store_uri)
-        under = location.removeprefix(store_uri).lstrip("/")
-        under = under if mode == "Direct" else f"{prefix}/{under}"
-        stored = {n.removeprefix(under + "/"): n for n in real.gcs.object_names(bucket, under + "/")}
-        assert set(stored) == set(files) and files, (location, sorted(stored), sorted(files))
-        for relative, sha256 in files.items():
-            assert _sha256(real.gcs.read(bucket, stored[relative])) == sha256, (location, relative)
-    run_files = digests[out["artifact_uri"]]
-    assert run_files["notes/notes.txt"] == _sha256(b"hello from the tutorial\n"), run_files
-    model_files = next(files for location, files in digests.items() if location != out["artifact_uri"])
-    assert "MLmodel" in model_files, model_files
+    _seed_tutorial_in_the_store(real, name, mode, f"gs://{bucket}", client_env, stored)
+
+
+@pytest.mark.parametrize("mode", ["Proxied", "Direct"])
+def test_seed_tutorial_with_artifacts_in_azure_blob_storage(real, mode):
+    """Azure Blob Storage (Azurite: its storage account in the wasbs:// URI, its blob endpoint in the
+    connection string of spec.artifacts.azure.connectionString, as pods reach it) in Proxied mode (the
+    server writes; the client has no store settings) and in Direct mode (the server answers the wasbs://
+    URI and the client on the host writes to Azurite itself, with its own connection string): the seed
+    tutorial; every file of its run and of its model is in the container under the spec's prefix,
+    byte-identical to what the client reads back."""
+    name, prefix, container = f"azure-{mode.lower()}", mode.lower(), f"mlflow-{mode.lower()}"
+    assert _azure_blobs(real, "create", container) == {}
+    real.secret(name, {"connection-string": real.azure_connection_string()})
+    root = f"wasbs://{container}@{real.azurite.account}.blob.core.windows.net"
+    where = {"defaultArtifactRoot" if mode == "Direct" else "destination": f"{root}/{prefix}"}
+    azure = {"connectionString": {"secretKeyRef": {"name": name, "key": "connection-string"}}}
+    real.apply({"apiVersion": "mlflow-operator.dev/v1alpha1", "kind": "TrackingServer",
+                "metadata": {"name": name, "namespace": real.namespace},
+                "spec": {"artifacts": {"mode": mode, **where, "azure": azure}}})
+    live = real.timed("ready", lambda: real.wait_ready(name))
+    [pod] = real.wait_pods(name, 1)
+    assert_served_by_mlflow(real, live, [pod])
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["AZURE_STORAGE_CONNECTION_STRING"]["valueFrom"]["secretKeyRef"] == {
+        "name": name, "key": "connection-string"}, env["AZURE_STORAGE_CONNECTION_STRING"]
+
+    def stored(under: str) -> dict[str, str]:
+        return {n.removeprefix(under): sha256 for n, sha256 in _azure_blobs(real, "read", container, under).items()}
+
+    client_env = real.azurite.env() if mode == "Direct" else {}  # Proxied: the client knows no store
+    _seed_tutorial_in_the_store(real, name, mode, root, client_env, stored)
 
 
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff"}
