@@ -98,7 +98,8 @@ class Row:
 @contextlib.contextmanager
 def profiled(directory: str | None, label: str, pid: int, seconds: float | None = None):
     """With --profile DIR: py-spy samples the operator over the block (DIR/<label>.txt, collapsed
-    stacks of every thread, idle frames left out), for `seconds` or until the block ends."""
+    stacks of every thread but those py-spy sees idle; a worker thread waiting on its queue still
+    shows), for `seconds` or until the block ends."""
     if not directory:
         yield
         return

@@ -324,3 +324,6 @@ def test_a_claims_events_are_read_only_while_it_is_unbound_and_at_most_every_30_
     assert claim_events("ns", "ts-data", None, now=500.0, fetch=fetch) == [] and len(calls) == 3
     # unbound again later (a new claim of that name): asked afresh, the old answer forgotten
     assert claim_events("ns", "ts-data", pending, now=501.0, fetch=fetch)[0]["message"] == "call 4"
+    # a claim no pass asks about any more (its server deleted) is not kept: "other" was dropped
+    from mlflow_operator.controller import observe
+    assert set(observe._claim_events) == {("ns", "ts-data")}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-
 from ..api import InvalidTrackingServer, TrackingServer, TrackingServerClass
 from ..constants import API_VERSION, GROUP
 from ..crd import trackingserver_schema

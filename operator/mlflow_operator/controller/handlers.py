@@ -27,8 +27,8 @@ import contextvars
 import json
 import logging
 import random
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import kopf

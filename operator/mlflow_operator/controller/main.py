@@ -122,7 +122,7 @@ def quiet_repetitions() -> None:
 
 # Client packages the operator's process never imports: it has its own client (kube.py,
 # credentials.py), and Kopf imports these, when installed, only for integrations the operator does
-# not use (about 14 MB of the process). The image has none of them; beside the tests (whose own
+# not use (11 MB of the process, measured). The image has none of them; beside the tests (whose own
 # admin client is `kubernetes`) they would make the process the tests measure differ from it.
 UNUSED_CLIENT_PACKAGES = ("kubernetes", "kubernetes_asyncio", "pykube")
 

@@ -144,8 +144,8 @@ _claim_events_lock = threading.Lock()
 
 def claim_events(namespace: str, name: str, claim: dict[str, Any] | None,
                  now: float | None = None, fetch: Callable[[], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
-    """The events of a claim that is not bound, read at most once per CLAIM_EVENTS_SECONDS. None for
-    a claim that is Bound or gone: a pod the scheduler marked Unschedulable before its claim was
+    """The events of a claim that is not bound, read at most once per CLAIM_EVENTS_SECONDS. None
+    asked for a claim that is Bound or gone: a pod the scheduler marked Unschedulable before its claim was
     bound keeps that condition until it is scheduled, and asking then is a wasted LIST (at N=500
     ~2,700 of them during convergence, when every pass over such a pod asked)."""
     key = (namespace, name)
@@ -161,6 +161,8 @@ def claim_events(namespace: str, name: str, claim: dict[str, Any] | None,
     events = (fetch or (lambda: kube.list_objects(
         "v1", "Event", namespace, "", field_selector=f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}")))()
     with _claim_events_lock:
+        for stale in [k for k, (at, _) in _claim_events.items() if now - at >= CLAIM_EVENTS_SECONDS]:
+            del _claim_events[stale]  # claims no pass asks about any more (their server deleted)
         _claim_events[key] = (now, events)
     return events
 

@@ -8,6 +8,7 @@ the data on it stays as it is.
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from ..api.quantity import parse_quantity as _parse_quantity
@@ -16,7 +17,7 @@ from .conditions import Condition
 from .kube import ApiException
 
 
-def parse_quantity(value: str) -> Any:
+def parse_quantity(value: str) -> Fraction:
     """A quantity's exact value; ValueError for what is not one (the API server stores only quantities)."""
     parsed = _parse_quantity(value)
     if parsed is None:
