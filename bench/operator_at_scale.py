@@ -70,6 +70,9 @@ class Row:
     all_ready_s: float = 0.0
     ready_p50_s: float = 0.0
     ready_p95_s: float = 0.0
+    # where each server's time to Ready goes, (p50, p95, max) seconds of each step, from timestamps
+    ready_steps: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    created_s: float = 0.0  # how long `kubectl create` of all N took
     passes: int = 0
     failed_passes: int = 0
     convergence_requests: dict[str, int] = field(default_factory=dict)
@@ -246,6 +249,53 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+READY_STEPS = (
+    ("created to its Deployment (operator)", "created", "deployment"),
+    ("Deployment to pod scheduled (claim bound, scheduler)", "deployment", "scheduled"),
+    ("pod scheduled to pod Ready (kwok)", "scheduled", "pod_ready"),
+    ("pod Ready to TrackingServer Ready (operator)", "pod_ready", "ready"),
+)
+
+
+def ready_steps(cluster) -> dict[str, tuple[float, float, float]]:
+    """Each server's way to Ready, step by step, from the objects' own timestamps (seconds): when
+    the TrackingServer was created, its Deployment created, its pod scheduled and Ready, and the
+    TrackingServer's Ready condition set. What the operator adds is the first and the last step."""
+    import datetime as dt
+
+    def at(text: str | None) -> float | None:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+    def cond(obj: dict, type_: str) -> float | None:
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c["type"] == type_ and c["status"] == "True":
+                return at(c.get("lastTransitionTime"))
+        return None
+
+    def items(*what: str) -> list[dict]:
+        out = cluster.kubectl("get", *what, "-A", "-o", "json", "-l", "app.kubernetes.io/managed-by=mlflow-operator")
+        return json.loads(out.stdout)["items"]
+
+    times: dict[tuple[str, str], dict[str, float | None]] = {}
+    for ts in json.loads(cluster.kubectl("get", "trackingservers", "-A", "-o", "json").stdout)["items"]:
+        key = (ts["metadata"]["namespace"], ts["metadata"]["name"])
+        times[key] = {"created": at(ts["metadata"]["creationTimestamp"]), "ready": cond(ts, "Ready")}
+    for obj in items("deployments"):
+        key = (obj["metadata"]["namespace"], obj["metadata"]["labels"].get("app.kubernetes.io/instance"))
+        if key in times:
+            times[key]["deployment"] = at(obj["metadata"]["creationTimestamp"])
+    for pod in items("pods"):
+        key = (pod["metadata"]["namespace"], pod["metadata"]["labels"].get("app.kubernetes.io/instance"))
+        if key in times:
+            times[key]["scheduled"], times[key]["pod_ready"] = cond(pod, "PodScheduled"), cond(pod, "Ready")
+    steps = {}
+    for label, start, end in READY_STEPS:
+        values = [t[end] - t[start] for t in times.values() if t.get(start) is not None and t.get(end) is not None]
+        if values:
+            steps[label] = (percentile(values, 0.5), percentile(values, 0.95), max(values))
+    return steps
+
+
 def kubectl_create(cluster, objects: list[dict]) -> None:
     """One POST per object (a client-side apply would GET each first)."""
     for i in range(0, len(objects), 100):
@@ -287,6 +337,7 @@ def measure(n: int, args) -> Row:
         latency: dict[str, float] = {}
         with profiled(args.profile, f"n{n}-create", op.proc.pid):
             kubectl_create(cluster, servers)
+            row.created_s = time.monotonic() - t0
             ready = wait_all_ready(api, n, t0, args.timeout, latencies=latency)
         converged_wall = audit.now()
         note_memory(row, "converged", op.proc.pid)
@@ -295,6 +346,7 @@ def measure(n: int, args) -> Row:
             row.notes.append(f"only {len(ready)}/{n} Ready within {args.timeout:g} s")
         row.ready_p50_s = percentile(list(latency.values()), 0.5)
         row.ready_p95_s = percentile(list(latency.values()), 0.95)
+        row.ready_steps = ready_steps(cluster)
         counts = reconcile_counts(op.metrics_url)
         row.passes = int(sum(counts.values()))
         row.failed_passes = int(counts.get("error", 0))
@@ -405,6 +457,9 @@ def report(rows: list[Row], calibration: float, load: tuple[float, float, float]
     table = [
         ("all Ready after creation", [fmt(r.all_ready_s, " s") for r in rows], "<= anchor", "146 s"),
         ("per object p50 / p95", [f"{fmt(r.ready_p50_s, ' s')} / {fmt(r.ready_p95_s, ' s')}" for r in rows], "", "p50 124 s"),
+        ("  the N created (kubectl create) in", [fmt(r.created_s, " s") for r in rows], "", ""),
+        *((f"  {label}: p50 / p95 / max", [" / ".join(fmt(v, " s", 0) for v in r.ready_steps[label]) if label in r.ready_steps else "-"
+                                           for r in rows], "", "") for label, *_ in READY_STEPS),
         ("reconcile passes that failed", [f"{r.failed_passes} of {r.passes}" for r in rows], "0", ""),
         ("operator requests during convergence", [", ".join(f"{k} {v}" for k, v in sorted(r.convergence_requests.items())) or "0" for r in rows], "", ""),
         ("operator writes in the 60 s after convergence", [fmt(r.idle_writes) for r in rows], "0", "~315"),

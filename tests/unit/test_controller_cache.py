@@ -113,6 +113,46 @@ def test_work_queue_runs_a_key_once_at_a_time_and_brings_it_forward():
     asyncio.run(scenario())
 
 
+def test_work_queue_takes_a_due_change_of_intent_before_due_observations():
+    async def scenario():
+        queue = WorkQueue()
+        for i in range(5):
+            queue.add(f"observe{i}", 0)
+        queue.add("edited", 0.01, intent=True)  # due after the observations, taken before them
+        queue.add("observe0", 0, intent=False)  # a later observation keeps its place
+        queue.add("observe4", 0.5, intent=True)  # intent, at its earlier due time: first of the intents
+        await asyncio.sleep(0.02)
+        taken = [await asyncio.wait_for(queue.get(), 1) for _ in range(6)]
+        assert taken == ["observe4", "edited", "observe0", "observe1", "observe2", "observe3"], taken
+        assert len(queue) == 0
+
+        # Intent added during a pass survives to the pass after it, and is not lost to an
+        # observation added meanwhile.
+        queue.add("x", 0)
+        queue.add("busy", 0)
+        assert await asyncio.wait_for(queue.get(), 1) == "x"
+        assert await asyncio.wait_for(queue.get(), 1) == "busy"
+        queue.add("busy", 0, intent=True)
+        queue.add("busy", 0)
+        queue.add("other", 0)
+        queue.done("busy", None)
+        queue.done("x", None)
+        await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(queue.get(), 1) == "busy"
+        assert await asyncio.wait_for(queue.get(), 1) == "other"
+
+        # A forgotten key leaves nothing behind in either heap.
+        queue.add("gone", 0, intent=True)
+        queue.forget("gone")
+        try:
+            await asyncio.wait_for(queue.get(), 0.1)
+            raise AssertionError("a forgotten key came back")
+        except asyncio.TimeoutError:
+            pass
+
+    asyncio.run(scenario())
+
+
 def test_work_queue_serves_waiting_workers_in_due_order_and_rearms_for_an_earlier_key():
     async def scenario():
         queue = WorkQueue()

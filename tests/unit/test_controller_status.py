@@ -305,6 +305,52 @@ def test_default_image_takes_a_mirrors_repository_or_a_full_reference():
     assert default_image("  ") == DEFAULT_IMAGE
 
 
+def test_a_pod_waiting_for_a_claim_being_bound_is_starting_not_unschedulable(monkeypatch):
+    """A claim under CLAIM_PATIENCE_SECONDS old is being bound: its pod is not a problem yet (no
+    Warning, no status write, no LIST of events); after that the claim's reason is reported."""
+    import datetime
+
+    from mlflow_operator.api import load_trackingserver
+    from mlflow_operator.controller import kube, observe
+    from mlflow_operator.render import naming
+
+    ts = load_trackingserver({"apiVersion": "mlflow-operator.dev/v1alpha1", "kind": "TrackingServer",
+                              "metadata": {"name": "team", "namespace": "ns"}, "spec": {}})
+    name = naming.tracking_name(ts)
+    created = datetime.datetime(2026, 12, 2, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    labels = naming.selector_labels(ts, naming.TRACKING)
+    deployment = {**_deployment(replicas=1, ready=0, available=0, updated=1, total=1), "kind": "Deployment"}
+    deployment["metadata"] = {**deployment["metadata"], "name": name, "namespace": "ns", "labels": {kube.INSTANCE_LABEL: "team"}}
+    pod = _pod("team-1", "2026-12-02T12:00:01Z", [], conditions=[{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."}])
+    pod["metadata"]["labels"] = {**labels, kube.INSTANCE_LABEL: "team"}
+    pod.update(kind="Pod", apiVersion="v1")
+    pod["metadata"]["namespace"] = "ns"
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": "Pending"},
+             "metadata": {"name": naming.volume_claim_name(ts), "namespace": "ns", "creationTimestamp": "2026-12-02T12:00:00Z",
+                          "labels": {kube.INSTANCE_LABEL: "team"}}}
+    view = kube.PassView("ns", "team", {"Deployment", "Pod", "PersistentVolumeClaim"}, [deployment, pod, claim])
+    listed = []
+    monkeypatch.setattr(observe, "claim_events", lambda *a, **k: listed.append(a) or [
+        {"reason": "FailedBinding", "message": "no persistent volumes available for this claim"}])
+
+    def rollout_at(seconds: float):
+        monkeypatch.setattr(observe.time, "time", lambda: created.timestamp() + seconds)
+        with kube.reading_from(view):
+            return observe.observe_rollout(ts, naming.TRACKING, name)[0]
+
+    young = rollout_at(observe.CLAIM_PATIENCE_SECONDS - 1)
+    assert young.problem is None and not listed, young
+    stuck = rollout_at(observe.CLAIM_PATIENCE_SECONDS + 1)
+    assert stuck.problem and stuck.problem.reason == "Unschedulable", stuck
+    assert "FailedBinding: no persistent volumes available" in stuck.problem.message and len(listed) == 1
+    # a pod unschedulable for another reason is reported at once, however young its claim
+    pod["status"]["conditions"][0]["message"] = "0/1 nodes are available: 1 Insufficient cpu."
+    other = rollout_at(1)
+    assert other.problem and "Insufficient cpu" in other.problem.message, other
+
+
 def test_a_claims_events_are_read_only_while_it_is_unbound_and_at_most_every_30_seconds():
     from mlflow_operator.controller.observe import CLAIM_EVENTS_SECONDS, claim_events
 

@@ -302,13 +302,14 @@ async def trackingserver_event(event: kopf.RawEvent, body: kopf.Body, name: str,
     if LEGACY_FINALIZER in (raw["metadata"].get("finalizers") or []):
         await _drop_legacy_finalizer(raw, logger)
     if raw["metadata"].get("deletionTimestamp") and DEPROVISION_FINALIZER in (raw["metadata"].get("finalizers") or []):
-        state.queue.add(key, DEBOUNCE_SECONDS)  # what its class provisioned is dropped before it goes
+        state.queue.add(key, DEBOUNCE_SECONDS, intent=True)  # what its class provisioned is dropped before it goes
     elif state.generations.get(key) != raw["metadata"].get("generation"):
         # A new generation, or a server this process has not reconciled yet. The first listing
         # after a start (event type None) is spread out, so a restart is no burst.
         listing = event["type"] is None
         spread = min(STARTUP_SPREAD_SECONDS, state.resync) if listing else 0.0
-        state.queue.add(key, random.uniform(0.0, spread) if spread else DEBOUNCE_SECONDS)
+        # A new generation goes ahead of passes that only observe (the work queue's intent).
+        state.queue.add(key, random.uniform(0.0, spread) if spread else DEBOUNCE_SECONDS, intent=not listing)
 
 
 async def _delete_cluster_scoped_children(state: State, key: Key, body: kopf.Body) -> None:
