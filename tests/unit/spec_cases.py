@@ -57,7 +57,7 @@ VALID_SPECS: dict[str, dict[str, Any]] = {
         "replicas": 2,
         "artifacts": {
             "mode": "Split",
-            "destination": "abfss://c@acct.dfs.core.windows.net/mlflow",
+            "destination": "wasbs://c@acct.blob.core.windows.net/mlflow",
             "replicas": 2,
             "azure": {"accessKey": {"secretKeyRef": {"name": "az", "key": "key"}}},
         },

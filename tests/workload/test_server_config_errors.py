@@ -27,6 +27,8 @@ CASES = {
                           ["unsupported backend URI scheme"]),
     "driver not in image": ({O + "BACKEND_STORE_URI": PG.replace("postgresql:", "postgresql+psycopg:"), O + "ARTIFACTS_DESTINATION": S3},
                             ["driver 'psycopg' is not in the image"]),
+    "abfss artifacts": ({O + "BACKEND_STORE_URI": PG, O + "ARTIFACTS_DESTINATION": "abfss://c@acct.dfs.core.windows.net/x"},
+                        ["unsupported artifact URI", "wasbs://"]),
     "bad workers": ({O + "BACKEND_STORE_URI": PG, O + "ARTIFACTS_DESTINATION": S3, O + "WORKERS": "many"}, ["WORKERS='many'"]),
     "bad boolean": ({O + "BACKEND_STORE_URI": PG, O + "ARTIFACTS_DESTINATION": S3, O + "EXPOSE_PROMETHEUS": "yes please"},
                     ["EXPOSE_PROMETHEUS='yes please'"]),

@@ -111,7 +111,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "destination-required",
         "!(self.artifacts.mode in ['Split', 'ArtifactsOnly']) || has(self.artifacts.destination)",
         "artifacts.destination is required in Split and ArtifactsOnly modes: an object store URI "
-        "(s3://, gs://, wasbs://, abfss://) or a path under /data on the volume",
+        "(s3://, gs://, wasbs://) or a path under /data on the volume",
         "artifacts.destination",
         lambda s: s.artifacts.mode not in ("Split", "ArtifactsOnly") or s.artifacts.destination is not None,
     ),
@@ -121,8 +121,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         f"self.artifacts.destination.matches({_cel_str(OBJECT_STORE_URI)}) || "
         f"self.artifacts.destination.matches({_cel_str(VOLUME_PATH)})",
         "artifacts.destination must be s3://bucket[/path], gs://bucket[/path], "
-        "wasbs://container@account.blob.core.windows.net[/path], "
-        "abfss://container@account.dfs.core.windows.net[/path] or a path under /data",
+        "wasbs://container@account.blob.core.windows.net[/path] or a path under /data",
         "artifacts.destination",
         lambda s: s.artifacts.destination is None
         or bool(d.OBJECT_STORE_URI_RE.match(s.artifacts.destination))
@@ -157,7 +156,7 @@ SPEC_RULES: tuple[Rule, ...] = (
         "!has(self.artifacts.defaultArtifactRoot) || "
         f"self.artifacts.defaultArtifactRoot.matches({_cel_str(OBJECT_STORE_URI)})",
         "artifacts.defaultArtifactRoot must be an object store URI that clients can reach: "
-        "s3://bucket[/path], gs://bucket[/path], wasbs://... or abfss://...",
+        "s3://bucket[/path], gs://bucket[/path] or wasbs://container@account.blob.core.windows.net[/path]",
         "artifacts.defaultArtifactRoot",
         lambda s: s.artifacts.default_artifact_root is None
         or bool(d.OBJECT_STORE_URI_RE.match(s.artifacts.default_artifact_root)),

@@ -41,6 +41,7 @@ from .kubetypes import (
 from .quantity import parse_quantity
 
 # Object store URIs MLflow reads and writes artifacts with: bucket or container is required.
+# abfss:// is recognised here only so that its own refusal (ABFSS_REFUSED) is the one message.
 OBJECT_STORE_URI = r"^(s3|gs|wasbs|abfss)://[^/?#\s]+(/[^\s]*)?$"
 # A path on the TrackingServer's own volume.
 VOLUME_PATH = r"^/data(/[-._a-zA-Z0-9]+)+/?$"
@@ -60,10 +61,7 @@ IMAGE_REFERENCE = rf"^({_REGISTRY}/)?{_PATH_PART}(/{_PATH_PART})*(:[A-Za-z0-9_][
 S3_URI = r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?$"
 GCS_URI = r"^gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/.*)?$"
 _AZURE_CLOUDS = r"core\.(windows\.net|chinacloudapi\.cn|usgovcloudapi\.net)"
-AZURE_URI = (
-    rf"^(wasbs://[a-z0-9]([-a-z0-9]{{1,61}}[a-z0-9])?@[a-z0-9]{{3,24}}\.blob\.{_AZURE_CLOUDS}|"
-    rf"abfss://[a-z0-9]([-a-z0-9]{{1,61}}[a-z0-9])?@[a-z0-9]{{3,24}}\.dfs\.{_AZURE_CLOUDS})(/.*)?$"
-)
+AZURE_URI = rf"^wasbs://[a-z0-9]([-a-z0-9]{{1,61}}[a-z0-9])?@[a-z0-9]{{3,24}}\.blob\.{_AZURE_CLOUDS}(/.*)?$"
 # Files and directories the operator keeps on the volume (SQLite, the auth database, FileStore).
 RESERVED_VOLUME_PATHS = r"^/data/(mlflow\.db|auth\.db|mlruns)(/.*)?$"
 DOT_SEGMENT = r"(^|/)\.\.?(/|$)"
@@ -71,6 +69,22 @@ AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
 S3_COMPATIBLE_REGION = r"^[a-z0-9]+([-_][a-z0-9]+)*$"
 ALLOWED_HOST = r"^([-a-zA-Z0-9.*?]+|\[[0-9a-fA-F:.*]+\])(:([0-9]{1,5}|\*))?$"
 ORIGIN = r"^(\*|[a-z][-a-z0-9+.]*://[^/\s?#]+)$"
+
+
+# MLflow writes abfss:// (ADLS Gen2's DFS endpoint) with azure-storage-file-datalake, which the
+# server image does not ship, and no emulator of the DFS endpoint exists to test it against
+# (Azurite serves Blob only). An ADLS Gen2 account also answers on its Blob endpoint
+# (multi-protocol access), which wasbs:// reaches and the tests run against Azurite.
+ABFSS_REFUSED = (
+    "abfss:// (the Data Lake endpoint) is not supported: write to the same ADLS Gen2 account "
+    "through its Blob endpoint, wasbs://<container>@<account>.blob.core.windows.net/<path>"
+)
+
+
+def abfss_refused(name: str) -> Rule:
+    return string_rule(
+        name, "!self.startsWith('abfss://')", lambda v: not v.startswith("abfss://"), ABFSS_REFUSED
+    )
 
 
 def _uri_rule(name: str, prefixes: tuple[str, ...], pattern: str, message: str) -> Rule:
@@ -97,11 +111,11 @@ ArtifactLocation = checked(
         "gs://mlflow-artifacts/team-a",
     ),
     _uri_rule(
-        "azure-account", ("wasbs://", "abfss://"), AZURE_URI,
+        "azure-account", ("wasbs://",), AZURE_URI,
         "an Azure URI names the container and the storage account: "
-        "wasbs://<container>@<account>.blob.core.windows.net/<path> or "
-        "abfss://<container>@<account>.dfs.core.windows.net/<path>",
+        "wasbs://<container>@<account>.blob.core.windows.net/<path>",
     ),
+    abfss_refused("abfss-refused"),
     string_rule(
         "volume-path-inside",
         f"!self.startsWith('/') || !self.matches({cel_str(DOT_SEGMENT)})",
@@ -297,8 +311,9 @@ class Artifacts(ApiModel):
         default=None,
         description="Proxied, Split and ArtifactsOnly: where the server stores artifacts "
         "(`--artifacts-destination`): s3://bucket/path, gs://bucket/path, "
-        "wasbs://container@account.blob.core.windows.net/path, abfss://container@account.dfs."
-        "core.windows.net/path, or a path under /data (the TrackingServer's volume). Required "
+        "wasbs://container@account.blob.core.windows.net/path (ADLS Gen2 accounts too, through "
+        "their Blob endpoint; abfss:// is refused), or a path under /data (the TrackingServer's "
+        "volume). Required "
         "in Split and ArtifactsOnly modes; defaults to /data/artifacts in Proxied mode.",
     )
     default_artifact_root: Optional[ArtifactLocation] = Field(

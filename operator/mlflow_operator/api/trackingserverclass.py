@@ -23,7 +23,7 @@ from typing import Annotated
 
 from .cel import ANNOTATION_KEY_RULE, RULES_ERROR, Rule, cel_str, checked, matches, string_rule
 from .kubetypes import Annotations
-from .spec import IngressClassName, ParentReference, TrackingServerSpec
+from .spec import IngressClassName, ParentReference, TrackingServerSpec, abfss_refused
 from .trackingserver import FieldError, InvalidTrackingServer, ObjectMeta, _field_errors, field_errors_of
 
 PLACEHOLDERS = ("{namespace}", "{name}")
@@ -65,9 +65,10 @@ DestinationTemplate = _template(
         "destination-template-object-store",
         f"self.matches({cel_str(OBJECT_STORE_TEMPLATE)})",
         lambda v: matches(OBJECT_STORE_TEMPLATE, v),
-        "must be an object store URI with a bucket and a path: s3://, gs://, wasbs:// or abfss://, "
+        "must be an object store URI with a bucket and a path: s3://, gs:// or wasbs://, "
         "such as s3://ml-artifacts/{namespace}/{name}",
     ),
+    abfss_refused("destination-template-abfss-refused"),
 )
 HostTemplate = _template(
     "host-template",

@@ -46,7 +46,9 @@ SECRET_KEY_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 MIN_ADMIN_PASSWORD = 12  # MLflow's own password policy for the basic-auth admin
 DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 FILE_STORE = "file"  # scenario 1: MLflow's file store on a volume (no database, no migrations)
-ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "abfss", "http", "https", "file", "mlflow-artifacts")
+# No abfss://: MLflow's Data Lake repository needs azure-storage-file-datalake, which this image
+# does not ship (wasbs:// reaches the same ADLS Gen2 accounts through their Blob endpoint).
+ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "http", "https", "file", "mlflow-artifacts")
 
 
 class ConfigError(Exception):
