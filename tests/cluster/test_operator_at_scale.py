@@ -131,3 +131,39 @@ def test_no_writes_when_nothing_changes_nor_after_a_restart(cluster, operator, n
     assert touched >= 8, f"only {touched} passes after the annotation: the quiet minute proves nothing"
     after_restart = reconcile_counts(operator.metrics_url, namespace).get("success", 0)
     assert after_restart >= 8, f"only {after_restart} passes after the restart: the quiet minute proves nothing"
+
+
+def test_a_pass_that_only_wrote_status_needs_no_second_look(cluster, operator, namespace):
+    """A pass whose one write is its own status leaves nothing to verify: the resyncs after it run no
+    pass at all, as after a pass that wrote nothing. (They each ran a whole pass, the first minute
+    after a convergence of 500 servers cost 3.2 % of a core for nothing.) Another client edits a
+    condition's message, so the next resync restores it with a status write, and only that write."""
+    servers = [f"look-{i}" for i in range(4)]
+    create_all(cluster, [quickstart(namespace, name) for name in servers])
+    wait_for("4 TrackingServers Ready", lambda: not not_ready(cluster, namespace), timeout=180, interval=1,
+             explain=lambda: f"not ready: {not_ready(cluster, namespace)}\n{operator.logs(30)}")
+    last = {"count": -1.0, "since": time.monotonic()}
+
+    def passes_stopped() -> bool:  # no pass for more than a resync period (5 s)
+        count = reconcile_counts(operator.metrics_url, namespace).get("success", 0)
+        if count != last["count"]:
+            last.update(count=count, since=time.monotonic())
+        return time.monotonic() - last["since"] > 7
+    wait_for("the passes of converged servers to stop", passes_stopped, timeout=90, interval=0.5)
+
+    def reconciled_message(name: str) -> str:
+        ts = get_json(cluster, "trackingserver", name, "-n", namespace)
+        return next(c["message"] for c in ts["status"]["conditions"] if c["type"] == "Reconciled")
+    original = {name: reconciled_message(name) for name in servers}
+    for name in servers:
+        ts = get_json(cluster, "trackingserver", name, "-n", namespace)
+        conditions = [dict(c, message="edited by someone else") if c["type"] == "Reconciled" else c
+                      for c in ts["status"]["conditions"]]
+        cluster.kubectl("patch", "trackingserver", name, "-n", namespace, "--subresource=status", "--type=merge",
+                        "-p", json.dumps({"status": {"conditions": conditions}}))
+    wait_for("the operator to restore the edited messages",
+             lambda: all(reconciled_message(name) == original[name] for name in servers), timeout=30, interval=0.3)
+    restored = reconcile_counts(operator.metrics_url, namespace).get("success", 0)
+    time.sleep(12)  # two resync periods
+    after = reconcile_counts(operator.metrics_url, namespace).get("success", 0)
+    assert after == restored, f"{after - restored:g} passes over {len(servers)} servers whose last pass wrote only its status"

@@ -385,7 +385,9 @@ async def _worker(state: State) -> None:
             if written is not None and state.bodies.get(key) is body:
                 state.bodies[key] = written  # until the watch brings it: no second identical write
             if settled:
-                state.settled[key] = inputs
+                # After its own status write the server's resourceVersion is the written one: the
+                # watch brings that body back, and its first resync then costs nothing either.
+                state.settled[key] = inputs if written is None else _inputs(written, cached) + inputs[2:]
             state.generations[key] = body["metadata"].get("generation")
         except asyncio.CancelledError:
             raise
@@ -404,7 +406,9 @@ def _inputs(body: dict[str, Any], children: list[CachedChild]) -> tuple:
 def _pass(body: dict[str, Any], view: kube.PassView, state: State,
           classes: dict[str, TrackingServerClass | None] | None = None) -> tuple[float, dict[str, Any] | None, bool]:
     """One pass, in a worker thread. Returns when to come back, the body after a status write, and
-    whether the pass was settled: it wrote nothing and read only the watch cache."""
+    whether the pass was settled: it read only the watch cache and wrote nothing but its status.
+    Such a pass run again on its own status is a no-op (conditions merge to themselves, nothing
+    differs to apply), so the resync after it is skipped like one after a pass that wrote nothing."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     key = (namespace, name)
     resync = state.resync * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
@@ -419,7 +423,8 @@ def _pass(body: dict[str, Any], view: kube.PassView, state: State,
         if written is not None:
             state.status_written[key] = time.monotonic()
         state.failures.pop(key, None)
-        settled = kube.requests_made() == before and not result.requeue_after
+        made = kube.requests_made() - before
+        settled = made == (0 if written is None else 1) and not result.requeue_after
         if result.requeue_after:
             return min(resync, result.requeue_after), written, False
         return resync, written, settled
