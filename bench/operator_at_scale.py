@@ -14,7 +14,11 @@ provisioner. Then, in order:
 3. the next 60 s with nothing changing: the operator's writes and reads, its CPU;
 4. a restart of the operator, and its writes in the 60 s after;
 5. an edit of every TrackingServer's pod template, until all are Ready on the new generation;
-6. deleting every TrackingServer, until they and their Deployments are gone.
+6. deleting every TrackingServer, until they and their Deployments are gone;
+7. the control plane's floor for step 5, without the operator: N Deployments as the operator
+   rendered them (a claim each), one pod-template edit of all until rolled out, with the rendered
+   Recreate strategy, then again as RollingUpdate (the anchor's quickstart has no volume and rolls
+   its Deployments that way). What the operator adds to step 5 is what it takes above this.
 
 The operator's peak RSS (VmHWM of either process) and CPU seconds (both processes) close the
 row. The targets are issue 18's; the controller-runtime figures beside them are the issue's
@@ -60,6 +64,7 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 GROUP, VERSION, PLURAL = "mlflow-operator.dev", "v1alpha1", "trackingservers"
 # issue 18's controller-runtime anchor at N=500 on this machine and harness
 EDIT_ANNOTATION = "bench.mlflow-operator.dev/edit"
+FLOOR_ANNOTATION = "bench.mlflow-operator.dev/floor"  # the floor's Deployments carry it from creation
 ANCHOR_500 = {"all_ready_s": 146.0, "reconverge_s": 103.0, "idle_writes": 315, "restart_writes": 1570, "rss_mb": 69.0}
 
 
@@ -88,6 +93,9 @@ class Row:
     edit_applied_s: float | None = None
     edit_rolled_out_s: float | None = None
     delete_s: float | None = None
+    # the control plane alone (step 7): the same edit of N rendered Deployments rolled out in
+    floor_recreate_s: float | None = None
+    floor_rolling_s: float | None = None
     peak_rss_mb: float = 0.0
     # where the peak comes from: (phase, VmHWM so far, VmRSS now) of the process in that phase
     rss_by_phase: list[tuple[str, float, float]] = field(default_factory=list)
@@ -296,6 +304,68 @@ def ready_steps(cluster) -> dict[str, tuple[float, float, float]]:
     return steps
 
 
+def floor_objects(deployment: dict, claim: dict, namespaces: list[str], n: int) -> list[dict]:
+    """Step 7's objects: N copies of a Deployment the operator rendered and of its claim, as nobody's
+    children (no owner, no managed-by label: the operator has stopped anyway), each pod on the
+    namespace's default ServiceAccount (the server's own went with it). Claims come first."""
+    import copy
+
+    claims, deployments = [], []
+    for i in range(n):
+        name, ns = f"floor-{i:03d}", namespaces[i % len(namespaces)]
+        claims.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": f"{name}-data", "namespace": ns},
+                       "spec": {k: v for k, v in claim["spec"].items() if k in ("accessModes", "resources", "storageClassName", "volumeMode")}})
+        spec = copy.deepcopy(deployment["spec"])
+        labels = {"bench.mlflow-operator.dev/floor": name}
+        spec["selector"] = {"matchLabels": labels}
+        pod = spec["template"]
+        pod["metadata"] = {"labels": labels, "annotations": {**(pod["metadata"].get("annotations") or {}), FLOOR_ANNOTATION: "created"}}
+        pod["spec"]["serviceAccountName"] = "default"
+        pod["spec"]["automountServiceAccountToken"] = False
+        for volume in pod["spec"].get("volumes") or []:
+            if "persistentVolumeClaim" in volume:
+                volume["persistentVolumeClaim"]["claimName"] = f"{name}-data"
+        deployments.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    return claims + deployments
+
+
+def wait_rolled_out(apps, annotation: str, n: int, timeout: float, edit=None) -> float | None:
+    """Seconds until N Deployments carrying `annotation` in their pod template were rolled out on
+    it, from before `edit` (which makes the change) runs; None when not within `timeout`."""
+    started = time.monotonic()
+    with RolloutSampler(apps, started, annotation) as sampler:
+        if edit:
+            edit()
+        while len(sampler.rolled_out) < n and time.monotonic() < started + timeout:
+            time.sleep(1.0)
+    return max(sampler.rolled_out.values()) if len(sampler.rolled_out) >= n else None
+
+
+def measure_floor(row: "Row", cluster, apps, deployment: dict, claim: dict, namespaces: list[str], timeout: float) -> None:
+    """Step 7: the control plane alone rolls out the edit the operator made in step 5."""
+    n = row.n
+    kubectl_create(cluster, floor_objects(deployment, claim, namespaces, n))
+    if wait_rolled_out(apps, FLOOR_ANNOTATION, n, timeout) is None:
+        row.notes.append(f"floor: the {n} Deployments were not all available within {timeout:g} s")
+        return
+    names = [(f"floor-{i:03d}", namespaces[i % len(namespaces)]) for i in range(n)]
+
+    def edit(key: str, strategy: dict | None = None):
+        def run():
+            for name, ns in names:
+                body = {"spec": {"template": {"metadata": {"annotations": {key: "1"}}}}}
+                if strategy:
+                    body["spec"]["strategy"] = strategy
+                apps.patch_namespaced_deployment(name, ns, body)
+        return run
+
+    row.floor_recreate_s = wait_rolled_out(apps, f"{FLOOR_ANNOTATION}-recreate", n, timeout,
+                                           edit(f"{FLOOR_ANNOTATION}-recreate"))
+    row.floor_rolling_s = wait_rolled_out(apps, f"{FLOOR_ANNOTATION}-rolling", n, timeout,
+                                          edit(f"{FLOOR_ANNOTATION}-rolling", {"type": "RollingUpdate"}))
+
+
 def kubectl_create(cluster, objects: list[dict]) -> None:
     """One POST per object (a client-side apply would GET each first)."""
     for i in range(0, len(objects), 100):
@@ -315,6 +385,9 @@ def measure(n: int, args) -> Row:
         from kubernetes import client as k8s
 
         install_crds(cluster)
+        if args.optional_crds:  # the kinds the operator then also renders for and watches
+            cluster.install_gateway_api_crds()
+            cluster.install_servicemonitor_crd()
         install_chart_rbac(cluster)
         provisioner = StaticProvisioner(cluster, work / "volumes").start()
         api = k8s.CustomObjectsApi(cluster.api_client())
@@ -405,6 +478,14 @@ def measure(n: int, args) -> Row:
         if len(edited) < n:
             row.notes.append(f"only {len(edited)}/{n} re-converged within {args.timeout:g} s")
 
+        # What step 7 copies: one rendered Deployment and its claim, as the operator made them.
+        api_client = cluster.api_client()
+        sample = api_client.sanitize_for_serialization(apps.list_namespaced_deployment(namespaces[0]).items[0])
+        claim_name = next(v["persistentVolumeClaim"]["claimName"] for v in sample["spec"]["template"]["spec"]["volumes"]
+                          if "persistentVolumeClaim" in v)
+        sample_claim = api_client.sanitize_for_serialization(
+            k8s.CoreV1Api(api_client).read_namespaced_persistent_volume_claim(claim_name, namespaces[0]))
+
         # Delete them all.
         t_delete = time.monotonic()
         cluster.kubectl("delete", "trackingservers", "--all", "--all-namespaces", "--wait=false", timeout=300)
@@ -419,6 +500,9 @@ def measure(n: int, args) -> Row:
         row.cpu_seconds += proc_cpu_seconds(op.proc.pid)
         row.peak_rss_mb = max(row.peak_rss_mb, proc_peak_rss_mb(op.proc.pid))
         note_memory(row, "deleted", op.proc.pid)
+        stop_operator(op)
+        if not args.no_floor:
+            measure_floor(row, cluster, apps, sample, sample_claim, namespaces, args.timeout)
         if provisioner.errors:
             row.notes.append(f"provisioner errors: {provisioner.errors[:2]}")
     finally:
@@ -446,12 +530,13 @@ def fmt(value, unit: str = "", digits: int = 1) -> str:
     return f"{value}{unit}"
 
 
-def report(rows: list[Row], calibration: float, load: tuple[float, float, float]) -> None:
+def report(rows: list[Row], calibration: float, load: tuple[float, float, float], optional_crds: bool = False) -> None:
     print()
     print(f"Operator benchmark: {os.cpu_count()} cores, CPU calibration {calibration:.0f} ms "
           f"(2000 x sum(range(1000)); a fast idle core: about 15-20), load average "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the start")
-    print("quickstart servers over N/10 namespaces, kwok pods, --resync-seconds 60; requests counted from the audit log")
+    crds = "with the Gateway API and ServiceMonitor CRDs" if optional_crds else "without the optional (Gateway API, ServiceMonitor) CRDs"
+    print(f"quickstart servers over N/10 namespaces, kwok pods, --resync-seconds 60, {crds}; requests counted from the audit log")
     print()
     header = ["", *[f"N={r.n}" for r in rows], "target (N=500)", "controller-runtime anchor (N=500)"]
     table = [
@@ -470,6 +555,8 @@ def report(rows: list[Row], calibration: float, load: tuple[float, float, float]
         ("re-converged after a pod-template edit of all", [fmt(r.reconverge_s, " s") for r in rows], "<= anchor", "103 s"),
         ("  of which: every edit applied by the operator", [fmt(r.edit_applied_s, " s") for r in rows], "", ""),
         ("  then every Deployment rolled out on it", [fmt(r.edit_rolled_out_s, " s") for r in rows], "", ""),
+        ("  the control plane alone: the same edit of N rendered Deployments (Recreate)", [fmt(r.floor_recreate_s, " s") for r in rows], "", ""),
+        ("  the same as RollingUpdate (the anchor's: no volume)", [fmt(r.floor_rolling_s, " s") for r in rows], "", ""),
         ("all deleted (servers and Deployments)", [fmt(r.delete_s, " s") for r in rows], "", ""),
         ("operator peak RSS", [fmt(r.peak_rss_mb, " MB", 0) for r in rows], "<= 150 MB", "69 MB"),
         ("operator CPU seconds (whole run)", [fmt(r.cpu_seconds, " s") for r in rows], "", "11 s"),
@@ -499,6 +586,8 @@ def report(rows: list[Row], calibration: float, load: tuple[float, float, float]
             ratio = f" all_ready_vs_anchor={r.all_ready_s / ANCHOR_500['all_ready_s']:.2f}x"
             if r.reconverge_s:
                 ratio += f" reconverge_vs_anchor={r.reconverge_s / ANCHOR_500['reconverge_s']:.2f}x"
+        if r.floor_recreate_s:
+            ratio += f" floor_recreate_s={r.floor_recreate_s:.1f} floor_rolling_s={fmt(r.floor_rolling_s)}"
         print(f"bench-operator: N={r.n} all_ready_s={fmt(r.all_ready_s)} failed_passes={r.failed_passes} "
               f"idle_writes={r.idle_writes} restart_writes={r.restart_writes} reconverge_s={fmt(r.reconverge_s)} "
               f"peak_rss_mb={fmt(r.peak_rss_mb, digits=0)} idle_cpu_pct={fmt(r.idle_cpu_percent, digits=2)} "
@@ -511,6 +600,9 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=1200.0, help="bound of each wait")
     parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the creation, idle minutes and edit into DIR (needs py-spy)")
+    parser.add_argument("--optional-crds", action="store_true",
+                        help="install the Gateway API and ServiceMonitor CRDs first (most clusters serve neither)")
+    parser.add_argument("--no-floor", action="store_true", help="skip step 7, the control plane's own time to roll the edit out")
     parser.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
                         help="an extra argument of `mlflow-operator run` (repeat: --operator-arg=--workers --operator-arg=16)")
     args = parser.parse_args()
@@ -522,7 +614,7 @@ def main() -> int:
     for n in args.n:
         print(f"bench-operator: N={n} ...", file=sys.stderr, flush=True)
         rows.append(measure(n, args))
-        report(rows, calibration, load)  # a partial table after each N: a long run can be cut short
+        report(rows, calibration, load, args.optional_crds)  # a partial table after each N: a long run can be cut short
     return 0
 
 
