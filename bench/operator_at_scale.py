@@ -345,11 +345,12 @@ def wait_rolled_out(apps, annotation: str, n: int, timeout: float, edit=None) ->
 def measure_floor(row: "Row", cluster, apps, deployment: dict, claim: dict, namespaces: list[str], timeout: float) -> None:
     """Step 7: the control plane alone rolls out the edit the operator made in step 5."""
     n = row.n
-    kubectl_create(cluster, floor_objects(deployment, claim, namespaces, n))
+    objects = floor_objects(deployment, claim, namespaces, n)
+    kubectl_create(cluster, objects)
     if wait_rolled_out(apps, FLOOR_ANNOTATION, n, timeout) is None:
         row.notes.append(f"floor: the {n} Deployments were not all available within {timeout:g} s")
         return
-    names = [(f"floor-{i:03d}", namespaces[i % len(namespaces)]) for i in range(n)]
+    names = [(o["metadata"]["name"], o["metadata"]["namespace"]) for o in objects if o["kind"] == "Deployment"]
 
     def edit(key: str, strategy: dict | None = None):
         def run():

@@ -137,7 +137,8 @@ def test_a_pass_that_only_wrote_status_needs_no_second_look(cluster, operator, n
     """A pass whose one write is its own status leaves nothing to verify: the resyncs after it run no
     pass at all, as after a pass that wrote nothing. (They each ran a whole pass, the first minute
     after a convergence of 500 servers cost 3.2 % of a core for nothing.) Another client edits a
-    condition's message, so the next resync restores it with a status write, and only that write."""
+    condition's message, so a pass (on that watch event) restores it with a status write, and only
+    that write."""
     servers = [f"look-{i}" for i in range(4)]
     create_all(cluster, [quickstart(namespace, name) for name in servers])
     wait_for("4 TrackingServers Ready", lambda: not not_ready(cluster, namespace), timeout=180, interval=1,

@@ -371,7 +371,8 @@ async def _worker(state: State) -> None:
             cached = _cached_children(state, key)
             classes = _classes(state)
             class_name = class_name_for(body, [c for c in classes.values() if c is not None])
-            inputs = _inputs(body, cached) + ((class_name, state.classes.get(class_name, (None,))[0]),)
+            class_input = ((class_name, state.classes.get(class_name, (None,))[0]),)
+            inputs = _inputs(body, cached) + class_input
             if state.settled.get(key) == inputs:
                 # A resync of a converged server whose inputs are all watched: nothing to do, no CPU
                 # spent (not even decoding its children).
@@ -387,7 +388,7 @@ async def _worker(state: State) -> None:
             if settled:
                 # After its own status write the server's resourceVersion is the written one: the
                 # watch brings that body back, and its first resync then costs nothing either.
-                state.settled[key] = inputs if written is None else _inputs(written, cached) + inputs[2:]
+                state.settled[key] = inputs if written is None else _inputs(written, cached) + class_input
             state.generations[key] = body["metadata"].get("generation")
         except asyncio.CancelledError:
             raise
